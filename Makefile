@@ -1,0 +1,44 @@
+# The README's commands. Each one sets up what it needs on a fresh Debian/Ubuntu machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+
+.PHONY: train test data bench lint clean
+
+train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
+	$(BIN)/fashion-mlp train $(ARGS)
+
+test: data $(BIN)/.test-deps   ## lint, then run every test
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m pytest $(ARGS)
+
+data: $(BIN)/.installed   ## find or fetch Fashion-MNIST; falls back to Debian's package
+	$(BIN)/fashion-mlp data || { \
+	  echo "download failed: installing Debian's dataset-fashion-mnist instead" >&2; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist && \
+	  $(BIN)/fashion-mlp data --no-download; }
+
+bench: $(BIN)/.bench-deps   ## the peer benchmarks (PyTorch, scikit-learn); writes benchmarks/results.json
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(BIN)/.test-deps: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(BIN)/.bench-deps: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache .ruff_cache

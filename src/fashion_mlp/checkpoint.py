@@ -1,0 +1,190 @@
+"""Checkpoints: one .npz of named float32 arrays plus a JSON metadata member. No pickle, ever.
+
+Loading reads the metadata first, checks every member's size against the recorded architecture
+before reading it, reads arrays with allow_pickle=False, and checks a SHA-256 over all arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .nn import MLP, parameter_shapes
+
+FORMAT = "fashion-mlp-checkpoint"
+FORMAT_VERSION = 1
+META_KEY = "__meta__"
+MAX_META_BYTES = 1 << 20
+MAX_LAYER_WIDTH = 16_384
+MAX_ARRAY_ITEMS = 1 << 26
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint: truncated, foreign, tampered or incompatible."""
+
+
+@dataclass
+class Checkpoint:
+    model: MLP
+    meta: dict[str, Any]  # format, version, architecture, normalisation, classes, config, metrics, ...
+    optimizer_state: dict[str, np.ndarray]
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(
+    path: str | Path,
+    model: MLP,
+    meta: dict[str, Any],
+    optimizer_state: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write model weights (and optionally optimiser state) with ``meta`` atomically to ``path``."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"optim/{k}": np.asarray(v) for k, v in (optimizer_state or {}).items()})
+    full_meta = {
+        **meta,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "architecture": {"sizes": model.sizes, "dropout": model.dropout, "activation": "relu"},
+        "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
+        "sha256": _digest(arrays),
+    }
+    meta_bytes = np.frombuffer(json.dumps(full_meta).encode(), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{META_KEY: meta_bytes}, **arrays)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read and check a checkpoint; raise CheckpointError with the reason if anything is off."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = _read_meta(archive, path)
+            arrays = _read_arrays(archive, meta, path)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+        raise CheckpointError(f"{path}: damaged or not a checkpoint ({err})") from None
+    if _digest(arrays) != meta.get("sha256"):
+        raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
+    sizes = meta["architecture"]["sizes"]
+    model = MLP(sizes, dropout=float(meta["architecture"].get("dropout", 0.0)))
+    model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
+    optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+    return Checkpoint(model, meta, optim)
+
+
+def _read_npy(
+    archive: zipfile.ZipFile, member: str, dtype: str, shape: tuple[int, ...] | None
+) -> np.ndarray:
+    """Read one .npy member, refusing it unless its header states exactly ``dtype`` and ``shape``
+    (``shape=None``: any 1-D length up to MAX_META_BYTES).
+
+    The header is checked before any data is read, so a lying header allocates nothing.
+    """
+    with archive.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            found_shape, fortran, found_dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            found_shape, fortran, found_dtype = np.lib.format.read_array_header_2_0(f)
+        if shape is None and len(found_shape) == 1 and found_shape[0] <= MAX_META_BYTES:
+            shape = found_shape
+        if found_dtype.str != dtype or tuple(found_shape) != tuple(shape or ()) or fortran:
+            raise CheckpointError(f"{member} holds {found_dtype.str}{found_shape}, expected {dtype}{shape}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * found_dtype.itemsize
+        data = f.read(nbytes)
+        if len(data) != nbytes or f.read(1):
+            raise CheckpointError(f"{member} is truncated or has trailing data")
+    return np.frombuffer(data, dtype=found_dtype).reshape(shape).copy()
+
+
+def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    name = META_KEY + ".npy"
+    if name not in archive.namelist():
+        raise CheckpointError(f"{path}: not a fashion-mlp checkpoint (no metadata)")
+    try:
+        raw = _read_npy(archive, name, "|u1", None)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: metadata is damaged ({err})") from None
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path}: metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fashion-mlp checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta.get('format_version')} is not supported "
+            f"(this version reads format {FORMAT_VERSION}); upgrade fashion-mlp"
+        )
+    sizes = meta.get("architecture", {}).get("sizes")
+    valid = isinstance(sizes, list) and len(sizes) >= 2
+    valid = valid and all(type(s) is int and 0 < s <= MAX_LAYER_WIDTH for s in sizes)
+    if not valid or not isinstance(meta.get("arrays"), dict):
+        raise CheckpointError(f"{path}: metadata has no valid architecture")
+    return meta
+
+
+def _read_arrays(archive: zipfile.ZipFile, meta: dict[str, Any], path: Path) -> dict[str, np.ndarray]:
+    model_shapes = {f"model/{k}": v for k, v in parameter_shapes(meta["architecture"]["sizes"]).items()}
+    declared = meta["arrays"]
+    members = {m.removesuffix(".npy") for m in archive.namelist()} - {META_KEY}
+    if members != set(declared) or not set(model_shapes) <= members:
+        raise CheckpointError(f"{path}: its arrays do not match its metadata")
+    arrays = {}
+    for name, (dtype, shape) in declared.items():
+        shape = tuple(shape)
+        if name in model_shapes and (shape != model_shapes[name] or dtype != "<f4"):
+            raise CheckpointError(f"{path}: {name} is {dtype}{shape}, not the architecture's")
+        if name not in model_shapes and (np.prod(shape, dtype=np.int64) > MAX_ARRAY_ITEMS):
+            raise CheckpointError(f"{path}: {name} is implausibly large")
+        try:
+            arrays[name] = _read_npy(archive, name + ".npy", dtype, shape)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+    return arrays

@@ -1,0 +1,50 @@
+"""Scores of a model on a split: accuracy, loss, per-class accuracy, confusion matrix, P/R/F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .nn import MLP, log_softmax
+
+N_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float
+    accuracy: float
+    confusion: np.ndarray  # (true, predicted) counts
+    probabilities: np.ndarray  # (N, classes)
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        """Recall of each class: correct / true count."""
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+
+    @property
+    def precision(self) -> np.ndarray:
+        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=0), 1)
+
+    @property
+    def f1(self) -> np.ndarray:
+        p, r = self.precision, self.per_class_accuracy
+        return np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
+    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predicted), 1)
+    return counts
+
+
+def evaluate(model: MLP, x: np.ndarray, y: np.ndarray) -> Evaluation:
+    """Mean cross-entropy and accuracy of ``model`` on images ``x`` (N, 784) and labels ``y``."""
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    log_probs = log_softmax(model.logits(x))
+    loss = -float(log_probs[np.arange(len(y)), y].mean(dtype=np.float64))
+    predicted = log_probs.argmax(axis=1)
+    confusion = confusion_matrix(y, predicted, model.sizes[-1])
+    return Evaluation(loss, float((predicted == y).mean()), confusion, np.exp(log_probs))

@@ -1,0 +1,118 @@
+"""Layers of a fully connected network: each forward(x) caches what backward(grad) needs.
+
+Shapes: a batch is a 2-D array (batch, features). ``backward`` takes dLoss/dOutput and
+returns dLoss/dInput, writing parameter gradients into ``Parameter.grad``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array and the gradient from the last backward pass (same shape and dtype)."""
+
+    def __init__(self, name: str, value: np.ndarray, decay: bool) -> None:
+        self.name = name
+        self.value = value
+        self.grad = np.zeros_like(value)
+        self.decay = decay  # L2 applies to weights only, never to biases
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name}, shape={self.value.shape}, dtype={self.value.dtype})"
+
+
+class Layer:
+    """Base class: a layer with no parameters passes gradients straight through."""
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:
+        return []
+
+
+class Linear(Layer):
+    """y = x @ W + b with W of shape (in, out), drawn from N(0, std^2).
+
+    ``std=None`` is He initialisation, sqrt(2 / in), suited to the ReLU that follows.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rng: np.random.Generator,
+        name: str = "linear",
+        dtype: type = np.float32,
+        needs_input_grad: bool = True,
+        std: float | None = None,
+    ) -> None:
+        std = np.sqrt(2.0 / in_features) if std is None else std
+        weight = (rng.standard_normal((in_features, out_features)) * std).astype(dtype)
+        self.weight = Parameter(f"{name}.weight", weight, decay=True)
+        self.bias = Parameter(f"{name}.bias", np.zeros(out_features, dtype=dtype), decay=False)
+        # The first layer's input is the data: its gradient is never used, so skip that matmul.
+        self.needs_input_grad = needs_input_grad
+        self._input: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        self._input = x
+        out = x @ self.weight.value
+        out += self.bias.value
+        return out
+
+    def backward(self, grad: np.ndarray) -> np.ndarray | None:
+        assert self._input is not None, "backward() called before forward()"
+        np.matmul(self._input.T, grad, out=self.weight.grad)
+        np.sum(grad, axis=0, out=self.bias.grad)
+        if not self.needs_input_grad:
+            return None
+        return grad @ self.weight.value.T
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight, self.bias]
+
+
+class ReLU(Layer):
+    """max(x, 0), computed in place: the input buffer belongs to the layer before."""
+
+    def __init__(self) -> None:
+        self._output: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        self._output = np.maximum(x, 0, out=x)
+        return self._output
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        assert self._output is not None, "backward() called before forward()"
+        grad *= self._output > 0
+        return grad
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero each unit with probability ``rate`` and scale the rest by 1/(1-rate)."""
+
+    def __init__(self, rate: float, rng: np.random.Generator) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.rng = rng
+        self.mask: np.ndarray | None = None  # already scaled by 1/(1-rate); settable for tests
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return x
+        keep = 1.0 - self.rate
+        self.mask = (self.rng.random(x.shape, dtype=np.float32) < keep).astype(x.dtype)
+        self.mask *= 1.0 / keep
+        return x * self.mask
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        if self.mask is None:
+            return grad
+        return grad * self.mask

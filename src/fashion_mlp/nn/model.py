@@ -1,0 +1,113 @@
+"""The multilayer perceptron: Linear and ReLU layers (optionally Dropout) ending in class logits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .layers import Dropout, Layer, Linear, Parameter, ReLU
+from .losses import softmax
+
+
+def parameter_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter of an MLP with these layer sizes, without building it."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        shapes[f"fc{i + 1}.weight"] = (int(fan_in), int(fan_out))
+        shapes[f"fc{i + 1}.bias"] = (int(fan_out),)
+    return shapes
+
+
+INITS = {"he": None, "small": 0.01}  # name -> weight std (None: He, sqrt(2 / fan_in))
+
+
+class MLP:
+    """A stack of layers. ``sizes`` = [inputs, hidden..., classes], e.g. [784, 128, 128, 10].
+
+    ``init``: "he" (default) or "small", N(0, 0.01^2), the initialisation the report's results imply.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        rng: np.random.Generator | None = None,
+        dropout: float = 0.0,
+        dtype: type = np.float32,
+        init: str = "he",
+    ) -> None:
+        if init not in INITS:
+            raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+        if len(sizes) < 2 or any(int(s) < 1 for s in sizes):
+            raise ValueError(f"sizes must be at least [inputs, classes], all positive; got {list(sizes)}")
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.sizes = [int(s) for s in sizes]
+        self.dropout = dropout
+        self.layers: list[Layer] = []
+        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            self.layers.append(
+                Linear(
+                    fan_in,
+                    fan_out,
+                    rng,
+                    name=f"fc{i + 1}",
+                    dtype=dtype,
+                    needs_input_grad=i > 0,
+                    std=INITS[init],
+                )
+            )
+            if i < len(self.sizes) - 2:
+                self.layers.append(ReLU())
+                if dropout > 0.0:
+                    self.layers.append(Dropout(dropout, rng))
+
+    @property
+    def linears(self) -> list[Linear]:
+        return [layer for layer in self.layers if isinstance(layer, Linear)]
+
+    def parameters(self) -> list[Parameter]:
+        """Every trainable array, in layer order: the one way anything reaches the weights."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """Logits for a batch, caching what backward() needs."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Back-propagate dLoss/dlogits, filling every Parameter.grad."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)  # type: ignore[assignment]
+
+    def logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Inference logits, computed in chunks to bound memory."""
+        dtype = self.linears[0].weight.value.dtype
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=dtype)
+        for start in range(0, x.shape[0], batch_size):
+            chunk = np.asarray(x[start : start + batch_size], dtype=dtype)
+            out[start : start + batch_size] = self.forward(chunk, training=False)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A flat dict of named arrays (copies), e.g. {'fc1.weight': ..., 'fc1.bias': ...}."""
+        return {p.name: p.value.copy() for p in self.parameters()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters; names and shapes must match exactly."""
+        params = {p.name: p for p in self.parameters()}
+        if set(state) != set(params):
+            missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+            raise ValueError(f"state does not fit this model: missing {missing}, unexpected {extra}")
+        for name, param in params.items():
+            if state[name].shape != param.value.shape:
+                raise ValueError(
+                    f"{name} has shape {state[name].shape}, the model expects {param.value.shape}"
+                )
+            param.value[...] = state[name]

@@ -1,0 +1,146 @@
+"""A training run on disk: runs/<name>/ with config.json, metrics.csv, best.npz, last.npz, summary.json.
+
+Every file is written atomically, so a crash never leaves a half-written one. A run can be resumed
+from last.npz, which holds the weights, optimiser state, generator state and history.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint
+from .checkpoint import atomic_write_bytes
+from .config import TrainConfig
+from .data import CLASS_NAMES, Dataset
+from .evaluation import evaluate
+from .nn import Dropout
+from .train import Callback, EpochRecord, TrainState, build_optimizer, train
+
+NORMALISATION = {"offset": 127.5, "scale": 127.5}  # x' = (x - offset) / scale
+METRIC_FIELDS = [f.name for f in dataclasses.fields(EpochRecord)]
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def checkpoint_meta(state: TrainState, data: Dataset) -> dict[str, Any]:
+    return {
+        "normalisation": NORMALISATION,
+        "class_names": list(CLASS_NAMES),
+        "config": state.config.to_dict(),
+        "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_epoch": state.best_epoch,
+        "best_val_accuracy": state.best_accuracy,
+        "history": [dataclasses.asdict(r) for r in state.history],
+        "rng_state": state.rng.bit_generator.state,
+    }
+
+
+class RunWriter(Callback):
+    """Writes metrics.csv, best.npz and last.npz after every epoch."""
+
+    def __init__(self, run_dir: Path, data: Dataset) -> None:
+        self.run_dir = run_dir
+        self.data = data
+
+    def on_epoch_end(self, state: TrainState, record: EpochRecord, improved: bool) -> None:
+        rows = io.StringIO()
+        writer = csv.DictWriter(rows, fieldnames=METRIC_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(r) for r in state.history)
+        atomic_write_bytes(self.run_dir / "metrics.csv", rows.getvalue().encode())
+        meta = checkpoint_meta(state, self.data)
+        if improved:
+            checkpoint.save(self.run_dir / "best.npz", state.model, meta)
+        checkpoint.save(self.run_dir / "last.npz", state.model, meta, state.optimizer.state_dict())
+
+
+def new_run_dir(root: Path, name: str | None) -> Path:
+    """runs/<name>, or runs/<timestamp>; refuses to reuse an existing run's folder."""
+    run_dir = Path(root) / (name or time.strftime("%Y%m%d-%H%M%S"))
+    if (run_dir / "config.json").exists():
+        raise FileExistsError(f"{run_dir}: a run already exists there; choose another --name or --resume it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run(
+    config: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    state: TrainState | None = None,
+) -> dict[str, Any]:
+    """Train (or continue ``state``), evaluate the best weights on the test set, write summary.json."""
+    write_json(run_dir / "config.json", config.to_dict())
+    started = time.perf_counter()
+    state = train(config, data, [RunWriter(run_dir, data), *callbacks], state)
+    wall = time.perf_counter() - started
+    test = evaluate(state.model, data.test.x, data.test.y)
+    best = state.history[state.best_epoch - 1]
+    train_seconds = sum(r.seconds for r in state.history)
+    summary = {
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "val_accuracy": best.val_accuracy,
+        "val_loss": best.val_loss,
+        "train_accuracy": best.train_accuracy,
+        "train_loss": best.train_loss,
+        "wall_seconds": wall,
+        "train_seconds": train_seconds,
+        "train_samples_per_second": len(data.train) * len(state.history) / train_seconds,
+        "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "data_source": data.source,
+    }
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def load_state(run_dir: Path) -> TrainState:
+    """Rebuild the training state saved in run_dir/last.npz (and the best weights from best.npz)."""
+    last = checkpoint.load(run_dir / "last.npz")
+    meta = last.meta
+    config = TrainConfig.from_dict(meta["config"], source=str(run_dir / "last.npz"))
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng_state"]
+    for layer in last.model.layers:
+        if isinstance(layer, Dropout):
+            layer.rng = rng  # dropout masks continue from the saved generator, as in an unbroken run
+    optimizer = build_optimizer(config, last.model)
+    optimizer.load_state_dict(last.optimizer_state)
+    best = checkpoint.load(run_dir / "best.npz")
+    return TrainState(
+        config=config,
+        model=last.model,
+        optimizer=optimizer,
+        rng=rng,
+        epoch=meta["epoch"],
+        step=meta["step"],
+        best_accuracy=meta["best_val_accuracy"],
+        best_epoch=meta["best_epoch"],
+        best_state=best.model.state_dict(),
+        history=[EpochRecord(**r) for r in meta["history"]],
+    )

@@ -1,0 +1,175 @@
+"""The training loop: mini-batch training with validation every epoch, reporting through callbacks.
+
+train() knows nothing of files or terminals; callbacks write checkpoints and show progress.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import TrainConfig
+from .data import IMAGE_SIDE, Dataset, augment_batch
+from .evaluation import evaluate
+from .nn import MLP, SGD, Adam, Optimizer, Schedule, softmax_cross_entropy
+
+N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, 10
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's mini-batches, as the weights moved
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float  # the rate of the epoch's last step
+    seconds: float  # training time of the epoch, validation excluded
+    samples_per_second: float
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue a run: weights, optimiser, generator, counters, best so far."""
+
+    config: TrainConfig
+    model: MLP
+    optimizer: Optimizer
+    rng: np.random.Generator
+    epoch: int = 0  # epochs completed
+    step: int = 0  # mini-batch steps completed
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    best_state: dict[str, np.ndarray] = field(default_factory=dict)
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+class Callback:
+    """Hooks called by train(); override the ones you need."""
+
+    def on_step(self, state: TrainState, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, state: TrainState, record: EpochRecord, improved: bool) -> None:
+        pass
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says which setting to lower."""
+
+
+def build_model(config: TrainConfig, rng: np.random.Generator) -> MLP:
+    return MLP([N_INPUTS, *config.hidden_sizes, N_CLASSES], rng, config.dropout, init=config.init)
+
+
+def build_optimizer(config: TrainConfig, model: MLP) -> Optimizer:
+    if config.optimizer == "adam":
+        return Adam(model.parameters(), lr=config.lr, l2=config.l2)
+    return SGD(model.parameters(), config.lr, config.momentum, config.l2, config.nesterov)
+
+
+def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
+    return Schedule(
+        kind=config.schedule,
+        lr=config.lr,
+        decay=config.decay,
+        total_steps=config.epochs * steps_per_epoch,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        step_size=config.step_epochs * steps_per_epoch,
+        gamma=config.gamma,
+    )
+
+
+def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
+    return math.ceil(n_train / config.batch_size)
+
+
+def new_state(config: TrainConfig) -> TrainState:
+    rng = np.random.default_rng(config.seed)
+    model = build_model(config, rng)
+    return TrainState(config, model, build_optimizer(config, model), rng)
+
+
+def train(
+    config: TrainConfig,
+    data: Dataset,
+    callbacks: Sequence[Callback] = (),
+    state: TrainState | None = None,
+) -> TrainState:
+    """Train for config.epochs (or until early stopping); return the state with the best weights loaded.
+
+    Pass ``state`` (e.g. from a checkpoint) to continue a run where it stopped.
+    """
+    state = state if state is not None else new_state(config)
+    schedule = build_schedule(config, steps_per_epoch(config, len(data.train)))
+    while state.epoch < config.epochs:
+        record = _train_epoch(state, data, schedule, callbacks)
+        improved = record.val_accuracy > state.best_accuracy
+        if improved:
+            state.best_accuracy, state.best_epoch = record.val_accuracy, record.epoch
+            state.best_state = state.model.state_dict()
+        for callback in callbacks:
+            callback.on_epoch_end(state, record, improved)
+        if config.patience and state.epoch - state.best_epoch >= config.patience:
+            break
+    state.model.load_state_dict(state.best_state)
+    return state
+
+
+def _train_epoch(
+    state: TrainState, data: Dataset, schedule: Schedule, callbacks: Sequence[Callback]
+) -> EpochRecord:
+    config, model, optimizer = state.config, state.model, state.optimizer
+    x_train, y_train = data.train.x, data.train.y
+    n, batch_size = len(y_train), config.batch_size
+    order = state.rng.permutation(n)
+    batch = np.empty((batch_size, x_train.shape[1]), dtype=np.float32)
+    loss_sum, correct = 0.0, 0
+    started = time.perf_counter()
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        xb = np.take(x_train, idx, axis=0, out=batch[: len(idx)])
+        yb = y_train[idx]
+        if config.augment:
+            augment_batch(xb, state.rng)
+        optimizer.lr = schedule.lr_at(state.step)
+        logits = model.forward(xb)
+        loss, dlogits = softmax_cross_entropy(logits, yb)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(_divergence_message(config, state, loss))
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        model.backward(dlogits)
+        optimizer.step()
+        state.step += 1
+        loss_sum += loss * len(idx)
+        for callback in callbacks:
+            callback.on_step(state, loss)
+    seconds = time.perf_counter() - started
+    state.epoch += 1
+    val = evaluate(model, data.val.x, data.val.y)
+    record = EpochRecord(
+        epoch=state.epoch,
+        train_loss=loss_sum / n,
+        train_accuracy=correct / n,
+        val_loss=val.loss,
+        val_accuracy=val.accuracy,
+        lr=optimizer.lr,
+        seconds=seconds,
+        samples_per_second=n / seconds,
+    )
+    state.history.append(record)
+    return record
+
+
+def _divergence_message(config: TrainConfig, state: TrainState, loss: float) -> str:
+    hint = f"lower the learning rate (--lr, now {config.lr:g})"
+    if config.optimizer == "sgd" and config.momentum >= 0.9:
+        hint += f" or the momentum (--momentum, now {config.momentum:g})"
+    return (
+        f"training diverged: the loss became {loss} at epoch {state.epoch + 1}, step {state.step + 1}; "
+        f"{hint}"
+    )
