@@ -118,9 +118,7 @@ def load(path: str | Path) -> Checkpoint:
     return Checkpoint(model, meta, optim)
 
 
-def _read_npy(
-    archive: zipfile.ZipFile, member: str, dtype: str, shape: tuple[int, ...] | None
-) -> np.ndarray:
+def _read_npy(archive: zipfile.ZipFile, member: str, dtype: str, shape: tuple[int, ...] | None) -> np.ndarray:
     """Read one .npy member, refusing it unless its header states exactly ``dtype`` and ``shape``
     (``shape=None``: any 1-D length up to MAX_META_BYTES).
 

@@ -64,67 +64,116 @@ def build_parser() -> Parser:
 
     p = commands.add_parser("evaluate", help="score a checkpoint on a split")
     p.add_argument("checkpoint", type=Path, help="a .npz checkpoint written by train")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test",
-                   help="which split to score (default: test); val and train are the run's own split")
+    p.add_argument(
+        "--split",
+        choices=("test", "val", "train"),
+        default="test",
+        help="which split to score (default: test); val and train are the run's own split",
+    )
     _add_data_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("predict", help="classify PNG or JPEG images")
     p.add_argument("checkpoint", type=Path, help="a .npz checkpoint written by train")
     p.add_argument("images", type=Path, nargs="+", help="PNG or JPEG files of any size and colour")
-    p.add_argument("--top-k", type=_int_in(1, 10), default=1, metavar="K",
-                   help="print the K most likely classes of each image (1-10, default 1)")
+    p.add_argument(
+        "--top-k",
+        type=_int_in(1, 10),
+        default=1,
+        metavar="K",
+        help="print the K most likely classes of each image (1-10, default 1)",
+    )
     p.set_defaults(handler=cmd_predict)
     return parser
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, metavar="DIR",
-                   help="folder with the four Fashion-MNIST files (default: $FASHION_MNIST_DIR, "
-                        "the user cache, then /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--no-download", action="store_true",
-                   help="fail rather than download when the data is not found")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with the four Fashion-MNIST files (default: $FASHION_MNIST_DIR, "
+        "the user cache, then /usr/share/datasets/fashion-mnist)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="fail rather than download when the data is not found"
+    )
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("run")
-    run.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                     help="starting settings: 'default' is our best recipe, 'report' the report's "
-                          "Table 2 (default: default)")
-    run.add_argument("--config", type=Path, metavar="FILE.toml",
-                     help="a TOML file of settings (names as below, with underscores); flags override it")
-    run.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="DIR",
-                     help="where run folders go (default: runs)")
+    run.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="starting settings: 'default' is our best recipe, 'report' the report's "
+        "Table 2 (default: default)",
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="a TOML file of settings (names as below, with underscores); flags override it",
+    )
+    run.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="where run folders go (default: runs)",
+    )
     run.add_argument("--name", help="the run folder's name (default: a timestamp)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                     help="continue an interrupted run from its last.npz; other settings are ignored")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last.npz; other settings are ignored",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
 
     net = p.add_argument_group("network and training (each overrides the preset)")
-    net.add_argument("--hidden", type=_int_in(1, 16384), nargs="+", dest="hidden_sizes", metavar="N",
-                     help="hidden layer widths, e.g. --hidden 128 128 (two ReLU layers)")
-    net.add_argument("--init", choices=list(INITS),
-                     help="weight initialisation: he, or small = N(0, 0.01^2) as the report")
+    net.add_argument(
+        "--hidden",
+        type=_int_in(1, 16384),
+        nargs="+",
+        dest="hidden_sizes",
+        metavar="N",
+        help="hidden layer widths, e.g. --hidden 128 128 (two ReLU layers)",
+    )
+    net.add_argument(
+        "--init", choices=list(INITS), help="weight initialisation: he, or small = N(0, 0.01^2) as the report"
+    )
     net.add_argument("--epochs", type=int, help="passes over the training set")
     net.add_argument("--batch-size", type=int, help="images per mini-batch step")
     net.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (with momentum) or adam")
     net.add_argument("--lr", type=float, help="initial learning rate")
     net.add_argument("--momentum", type=float, help="SGD momentum mu in v = mu*v + lr*g")
-    net.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
-                     help="Nesterov momentum")
-    net.add_argument("--schedule", choices=SCHEDULES,
-                     help="learning-rate schedule: inverse_time lr/(1+decay*step), constant, "
-                          "step (x gamma every --step-epochs) or cosine")
+    net.add_argument(
+        "--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum"
+    )
+    net.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning-rate schedule: inverse_time lr/(1+decay*step), constant, "
+        "step (x gamma every --step-epochs) or cosine",
+    )
     net.add_argument("--decay", type=float, help="inverse_time decay per mini-batch step")
     net.add_argument("--warmup-epochs", type=float, help="epochs of linear warm-up before the schedule")
     net.add_argument("--step-epochs", type=int, help="step schedule: epochs between drops")
     net.add_argument("--gamma", type=float, help="step schedule: factor at each drop")
     net.add_argument("--l2", type=float, help="L2 strength on weights (not biases)")
     net.add_argument("--dropout", type=float, help="dropout rate after each hidden layer, in [0, 1)")
-    net.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                     help="random horizontal flips and shifts of up to 2 pixels")
-    net.add_argument("--patience", type=int,
-                     help="stop after this many epochs without a better validation accuracy (0: never)")
+    net.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips and shifts of up to 2 pixels",
+    )
+    net.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a better validation accuracy (0: never)",
+    )
     net.add_argument("--val-size", type=int, help="images held out of the 60,000 for validation")
     net.add_argument("--split-seed", type=int, help="seed of the train/validation split")
     net.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout")
@@ -208,8 +257,12 @@ class Progress(Callback):
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.steps, desc=f"epoch {state.epoch + 1}/{self.config.epochs}",
-                            leave=False, unit="step")
+            self.bar = tqdm(
+                total=self.steps,
+                desc=f"epoch {state.epoch + 1}/{self.config.epochs}",
+                leave=False,
+                unit="step",
+            )
         self.bar.update(1)
         if state.step % 20 == 0:
             self.bar.set_postfix(loss=f"{loss:.4f}")

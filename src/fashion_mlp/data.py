@@ -224,10 +224,23 @@ def locate(data_dir: str | Path | None = None, allow_download: bool = True, log:
     return Located(f"downloaded ({target})", paths)  # type: ignore[arg-type]
 
 
+def read_arrays(paths: dict[str, Path], verify: bool = True) -> dict[str, np.ndarray]:
+    """Read the four files (checking each one's SHA-256 unless ``verify`` is False) and check that
+    the image and label counts of each part agree."""
+    arrays = {key: read_idx(path, FILES[key][1] if verify else None) for key, path in paths.items()}
+    for part in ("train", "test"):
+        n_images, n_labels = len(arrays[f"{part}-images"]), len(arrays[f"{part}-labels"])
+        if n_images != n_labels:
+            raise ValueError(
+                f"{paths[f'{part}-images']} holds {n_images:,} images but "
+                f"{paths[f'{part}-labels']} holds {n_labels:,} labels"
+            )
+    return arrays
+
+
 def verify(located: Located) -> None:
     """Check every file's decompressed SHA-256 and structure; raise ValueError on the first fault."""
-    for key, path in located.paths.items():
-        read_idx(path, expected_sha256=FILES[key][1])
+    read_arrays(located.paths)
 
 
 # ---------------------------------------------------------------- arrays for training
@@ -260,9 +273,7 @@ class Dataset:
     source: str = ""
 
 
-def split_train_val(
-    images: np.ndarray, labels: np.ndarray, val_size: int, seed: int
-) -> tuple[Split, Split]:
+def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int) -> tuple[Split, Split]:
     """A seeded random split of the official training set into train and validation."""
     if not 0 <= val_size < len(labels):
         raise ValueError(f"validation size must be in [0, {len(labels)}), got {val_size}")
@@ -284,11 +295,7 @@ def load(
 ) -> Dataset:
     """Locate, verify and load Fashion-MNIST: train/val split of the 60,000, and the 10,000 test."""
     located = locate(data_dir, allow_download, log)
-    arrays = {key: read_idx(path, FILES[key][1]) for key, path in located.paths.items()}
-    for part in ("train", "test"):
-        n_images, n_labels = len(arrays[f"{part}-images"]), len(arrays[f"{part}-labels"])
-        if n_images != n_labels:
-            raise ValueError(f"{part}: {n_images} images but {n_labels} labels")
+    arrays = read_arrays(located.paths)
     train, val = split_train_val(arrays["train-images"], arrays["train-labels"], val_size, split_seed)
     test = Split(normalise(arrays["test-images"]), arrays["test-labels"].astype(np.int64))
     return Dataset(train, val, test, located.source)
@@ -300,8 +307,9 @@ def augment_batch(batch: np.ndarray, rng: np.random.Generator, max_shift: int = 
     flip = rng.random(len(images)) < 0.5
     images[flip] = images[flip, :, ::-1]
     background = float(images.min()) if images.size else 0.0
-    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)),
-                    constant_values=background)
+    padded = np.pad(
+        images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)), constant_values=background
+    )
     shifts = rng.integers(0, 2 * max_shift + 1, size=(len(images), 2))
     rows = np.arange(IMAGE_SIDE)[None, :] + shifts[:, :1]
     cols = np.arange(IMAGE_SIDE)[None, :] + shifts[:, 1:]

@@ -170,6 +170,5 @@ def _divergence_message(config: TrainConfig, state: TrainState, loss: float) -> 
     if config.optimizer == "sgd" and config.momentum >= 0.9:
         hint += f" or the momentum (--momentum, now {config.momentum:g})"
     return (
-        f"training diverged: the loss became {loss} at epoch {state.epoch + 1}, step {state.step + 1}; "
-        f"{hint}"
+        f"training diverged: the loss became {loss} at epoch {state.epoch + 1}, step {state.step + 1}; {hint}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,7 +14,7 @@ from .losses import softmax
 def parameter_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """The name and shape of every parameter of an MLP with these layer sizes, without building it."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         shapes[f"fc{i + 1}.weight"] = (int(fan_in), int(fan_out))
         shapes[f"fc{i + 1}.bias"] = (int(fan_out),)
     return shapes

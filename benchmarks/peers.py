@@ -1,0 +1,83 @@
+"""The peers we measure against, each training the same network the same way, epoch by epoch."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def torch_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9, l2=1e-4, decay=1e-4):
+    """PyTorch CPU: same MLP, float32, SGD with momentum, L2 and inverse-time decay; seconds per epoch."""
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    sizes = [x.shape[1], *hidden, 10]
+    layers: list = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=l2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(yt))
+        for i in range(0, len(yt), batch_size):
+            idx = order[i : i + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def torch_inference_seconds(x, hidden, repeats):
+    import torch
+
+    torch.set_num_threads(2)
+    sizes = [x.shape[1], *hidden, 10]
+    layers: list = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
+    model = torch.nn.Sequential(*layers).eval()
+    xt = torch.from_numpy(x)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for i in range(0, len(xt), 4096):
+                model(xt[i : i + 4096])
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def sklearn_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9, l2=1e-4):
+    """scikit-learn's MLPClassifier, float32, solver='sgd': one partial_fit call is one epoch."""
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(
+        hidden_layer_sizes=hidden,
+        solver="sgd",
+        batch_size=batch_size,
+        learning_rate_init=lr,
+        momentum=momentum,
+        nesterovs_momentum=False,
+        alpha=l2,
+        shuffle=True,
+        random_state=0,
+    )
+    classes = np.arange(10)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.partial_fit(x, y, classes=classes)
+        times.append(time.perf_counter() - start)
+    return times

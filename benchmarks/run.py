@@ -1,0 +1,179 @@
+"""Side-by-side benchmarks on the real data: `make bench` (writes benchmarks/results.json).
+
+Training throughput of our network, PyTorch's and scikit-learn's at two sizes (medians of several
+epochs, validation excluded), our FLOP rate against NumPy's own matmul, inference throughput, and the
+peak memory of a full `fashion-mlp train` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp import __version__, data
+from fashion_mlp.config import TrainConfig
+from fashion_mlp.nn import MLP
+from fashion_mlp.train import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402
+
+SIZES = [(128, 128), (512, 512)]
+BATCH = 128
+
+
+def n_params(hidden) -> int:
+    sizes = [784, *hidden, 10]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def ours_epoch_seconds(dataset, hidden, epochs):
+    """Our full training loop: shuffling, gather, forward, backward, L2, decay, momentum."""
+    config = TrainConfig(
+        hidden_sizes=hidden,
+        epochs=epochs,
+        batch_size=BATCH,
+        lr=0.05,
+        momentum=0.9,
+        nesterov=False,
+        schedule="inverse_time",
+        decay=1e-4,
+        l2=1e-4,
+    )
+    state = train(config, dataset)
+    return [r.seconds for r in state.history]
+
+
+def ours_inference_seconds(dataset, hidden, repeats):
+    model = MLP([784, *hidden, 10], np.random.default_rng(0))  # speed does not depend on the weights
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.logits(dataset.test.x)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_gflops(repeats: int = 7, n: int = 2048) -> float:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def peak_train_memory_mb() -> tuple[float, float]:
+    """Peak resident memory (MB) and wall time of `fashion-mlp train` (default preset) as a child process."""
+    with tempfile.TemporaryDirectory() as runs_dir:
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fashion_mlp",
+                "train",
+                "--runs-dir",
+                runs_dir,
+                "--quiet",
+                "--no-download",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - start
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=6, help="timed epochs per network (median taken)")
+    parser.add_argument("--skip-peers", action="store_true", help="measure only our network")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    args = parser.parse_args()
+
+    dataset = data.load(allow_download=False)
+    x, y = dataset.train.x, dataset.train.y
+    n = len(y)
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
+        "package_version": __version__,
+        "batch_size": BATCH,
+        "train_samples": n,
+        "matmul_gflops_2048": matmul_gflops(),
+        "networks": {},
+    }
+    for hidden in SIZES:
+        name = "784-" + "-".join(map(str, hidden)) + "-10"
+        row: dict = {"params": n_params(hidden)}
+        # Warm-up epoch dropped from each measurement; the medians are over the rest.
+        timings = {"ours": ours_epoch_seconds(dataset, hidden, args.epochs + 1)[1:]}
+        if not args.skip_peers:
+            timings["pytorch"] = peers.torch_epoch_seconds(x, y, hidden, BATCH, args.epochs + 1)[1:]
+            timings["sklearn"] = peers.sklearn_epoch_seconds(x, y, hidden, BATCH, args.epochs + 1)[1:]
+        for peer, seconds in timings.items():
+            row[f"{peer}_epoch_s"] = statistics.median(seconds)
+            row[f"{peer}_samples_per_s"] = n / statistics.median(seconds)
+        for peer in ("pytorch", "sklearn"):
+            if f"{peer}_samples_per_s" in row:
+                row[f"speedup_vs_{peer}"] = row["ours_samples_per_s"] / row[f"{peer}_samples_per_s"]
+        row["ours_gflops"] = 6 * row["params"] * row["ours_samples_per_s"] / 1e9
+        row["fraction_of_matmul"] = row["ours_gflops"] / results["matmul_gflops_2048"]
+        inference = {"ours": ours_inference_seconds(dataset, hidden, 7)}
+        if not args.skip_peers:
+            inference["pytorch"] = peers.torch_inference_seconds(dataset.test.x, hidden, 7)
+        for peer, seconds in inference.items():
+            row[f"{peer}_inference_samples_per_s"] = len(dataset.test) / statistics.median(seconds)
+        results["networks"][name] = row
+        print(f"measured {name}", file=sys.stderr)
+    results["train_peak_rss_mb"], results["train_wall_s"] = peak_train_memory_mb()
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        f"NumPy matmul 2048^3: {results['matmul_gflops_2048']:.1f} GFLOP/s; "
+        f"{results['machine']['cpus']} CPUs; batch {results['batch_size']}",
+        "",
+        "| network | ours samples/s | PyTorch | scikit-learn | vs PyTorch | vs sklearn "
+        "| our GFLOP/s | of matmul | inference ours / PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in results["networks"].items():
+
+        def get(key, fmt="{:,.0f}"):
+            return fmt.format(row[key]) if key in row else "-"
+
+        lines.append(
+            f"| {name} | {get('ours_samples_per_s')} | {get('pytorch_samples_per_s')} "
+            f"| {get('sklearn_samples_per_s')} | {get('speedup_vs_pytorch', '{:.2f}x')} "
+            f"| {get('speedup_vs_sklearn', '{:.2f}x')} | {get('ours_gflops', '{:.1f}')} "
+            f"| {get('fraction_of_matmul', '{:.0%}')} "
+            f"| {get('ours_inference_samples_per_s')} / {get('pytorch_inference_samples_per_s')} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Peak resident memory of `fashion-mlp train` (default preset, full data): "
+        f"{results['train_peak_rss_mb']:.0f} MB ({results['train_wall_s']:.1f} s)"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Every layer's and the whole network's gradients against central finite differences (float64)."""
+
+import numpy as np
+import pytest
+
+from fashion_mlp.nn import MLP, Dropout, Linear, ReLU, softmax_cross_entropy
+
+
+def numeric_grad(f, array, eps=1e-6):
+    """Central differences of the scalar f() with respect to every entry of ``array``."""
+    grad = np.zeros_like(array)
+    for i in np.ndindex(array.shape):
+        saved = array[i]
+        array[i] = saved + eps
+        plus = f()
+        array[i] = saved - eps
+        minus = f()
+        array[i] = saved
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def weighted_sum(layer, x, weights, training=True):
+    """A scalar of the layer's output, so its gradient is ``weights``."""
+    return float((layer.forward(x.copy(), training) * weights).sum())
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+def test_linear_gradients_match_finite_differences(rng):
+    layer = Linear(5, 4, rng, dtype=np.float64)
+    layer.bias.value[:] = rng.standard_normal(4)
+    x, upstream = rng.standard_normal((3, 5)), rng.standard_normal((3, 4))
+    layer.forward(x)
+    grad_in = layer.backward(upstream)
+    for param in layer.parameters():
+        expected = numeric_grad(lambda: weighted_sum(layer, x, upstream), param.value)
+        np.testing.assert_allclose(param.grad, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(grad_in, numeric_grad(lambda: weighted_sum(layer, x, upstream), x), atol=1e-8)
+
+
+def test_first_linear_layer_skips_the_input_gradient(rng):
+    layer = Linear(5, 4, rng, needs_input_grad=False)
+    layer.forward(rng.standard_normal((3, 5)).astype(np.float32))
+    assert layer.backward(np.ones((3, 4), dtype=np.float32)) is None
+    assert layer.weight.grad.any()
+
+
+def test_relu_gradient_matches_finite_differences(rng):
+    x = rng.standard_normal((4, 6))
+    x[np.abs(x) < 0.01] = 0.5  # keep away from the kink
+    upstream = rng.standard_normal((4, 6))
+    layer = ReLU()
+    layer.forward(x.copy())
+    grad_in = layer.backward(upstream.copy())
+    np.testing.assert_allclose(grad_in, numeric_grad(lambda: weighted_sum(layer, x, upstream), x), atol=1e-8)
+
+
+def test_dropout_gradient_with_a_fixed_mask(rng):
+    x, upstream = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    layer = Dropout(0.5, np.random.default_rng(3))
+
+    def with_fixed_mask():
+        layer.rng = np.random.default_rng(3)  # the same mask on every evaluation
+        return weighted_sum(layer, x, upstream)
+
+    with_fixed_mask()
+    mask = layer.mask.copy()
+    assert set(np.unique(mask)) == {0.0, 2.0}  # inverted dropout: kept units scaled by 1/(1-rate)
+    grad_in = layer.backward(upstream)
+    np.testing.assert_allclose(grad_in, upstream * mask)
+    np.testing.assert_allclose(grad_in, numeric_grad(with_fixed_mask, x), atol=1e-8)
+
+
+def test_dropout_is_identity_at_inference(rng):
+    x = rng.standard_normal((4, 6))
+    assert Dropout(0.5, rng).forward(x, training=False) is x
+    with pytest.raises(ValueError, match="dropout rate"):
+        Dropout(1.0, rng)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_network_gradients_match_finite_differences(rng, dropout):
+    model = MLP([6, 5, 4, 3], rng, dropout=dropout, dtype=np.float64)
+    for p in model.parameters():
+        p.value += 0.1 * rng.standard_normal(p.value.shape)  # non-zero biases too
+    x, y = rng.standard_normal((7, 6)), rng.integers(0, 3, 7)
+
+    def loss():
+        return softmax_cross_entropy(_forward(model, x), y)[0]
+
+    _, dlogits = softmax_cross_entropy(_forward(model, x), y)
+    model.backward(dlogits)
+    for param in model.parameters():
+        np.testing.assert_allclose(param.grad, numeric_grad(loss, param.value), rtol=1e-5, atol=1e-8)
+
+
+def _forward(model, x):
+    """Forward with every dropout layer's mask fixed, so the loss is a function of the weights."""
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.rng = np.random.default_rng(11)
+    return model.forward(x.copy())
+
+
+def test_model_parameters_state_dict_and_shapes(rng):
+    model = MLP([784, 128, 128, 10], rng)
+    names = [p.name for p in model.parameters()]
+    assert names == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]
+    assert all(p.value.dtype == np.float32 for p in model.parameters())
+    # He initialisation: std sqrt(2 / fan_in)
+    assert model.linears[0].weight.value.std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+    other = MLP([784, 128, 128, 10], np.random.default_rng(99))
+    other.load_state_dict(model.state_dict())
+    x = rng.standard_normal((5, 784)).astype(np.float32)
+    np.testing.assert_array_equal(other.logits(x), model.logits(x))
+    with pytest.raises(ValueError, match="missing"):
+        other.load_state_dict({"fc1.weight": model.state_dict()["fc1.weight"]})
+
+
+def test_small_init_matches_the_report(rng):
+    model = MLP([784, 128, 10], rng, init="small")
+    assert model.linears[0].weight.value.std() == pytest.approx(0.01, rel=0.02)
+    with pytest.raises(ValueError, match="unknown initialisation"):
+        MLP([784, 10], rng, init="xavier")
+
+
+def test_inference_in_chunks_equals_one_batch(rng):
+    model = MLP([20, 8, 3], rng)
+    x = rng.standard_normal((50, 20)).astype(np.float32)
+    np.testing.assert_allclose(model.logits(x, batch_size=7), model.logits(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(x).sum(axis=1), 1.0, rtol=1e-5)
+    assert model.predict(x).shape == (50,)

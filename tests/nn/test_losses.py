@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from fashion_mlp.nn import log_softmax, softmax, softmax_cross_entropy
+
+
+def naive_cross_entropy(logits, labels):
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return -np.log(probs[np.arange(len(labels)), labels]).mean()
+
+
+def test_matches_the_textbook_formula_and_its_gradient():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((8, 10)), rng.integers(0, 10, 8)
+    loss, grad = softmax_cross_entropy(logits.copy(), labels)
+    assert loss == pytest.approx(naive_cross_entropy(logits, labels), rel=1e-12)
+    onehot = np.eye(10)[labels]
+    np.testing.assert_allclose(grad, (softmax(logits) - onehot) / 8, atol=1e-12)
+    eps, numeric = 1e-6, np.zeros_like(logits)
+    for i in np.ndindex(logits.shape):
+        bumped = logits.copy()
+        bumped[i] += eps
+        up = naive_cross_entropy(bumped, labels)
+        bumped[i] -= 2 * eps
+        numeric[i] = (up - naive_cross_entropy(bumped, labels)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stays_finite_and_correct_for_huge_logits(dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0], [1e4, 1e4, -1e4]], dtype=dtype)
+    labels = np.array([0, 0, 1])
+    loss, grad = softmax_cross_entropy(logits, labels)
+    # row 0 is right with certainty (0), row 1 wrong by 2e4, row 2 a tie between two classes (log 2)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    assert loss == pytest.approx((0.0 + 2e4 + np.log(2)) / 3, rel=1e-6)
+    np.testing.assert_allclose(grad[1], np.array([-1.0, 1.0, 0.0]) / 3, atol=1e-7)
+    np.testing.assert_allclose(grad[2], np.array([0.5, -0.5, 0.0]) / 3, atol=1e-7)
+
+
+def test_log_softmax_rows_normalise():
+    logits = np.array([[1000.0, 1000.0], [-1000.0, 0.0]])
+    np.testing.assert_allclose(np.exp(log_softmax(logits)).sum(axis=1), 1.0)

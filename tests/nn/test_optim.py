@@ -1,0 +1,102 @@
+"""Optimiser steps against their closed forms, computed independently in float64."""
+
+import numpy as np
+import pytest
+
+from fashion_mlp.nn import SGD, Adam, Parameter, Schedule
+
+
+def make_params(rng):
+    weight = Parameter("w", rng.standard_normal((3, 2)), decay=True)
+    bias = Parameter("b", rng.standard_normal(2), decay=False)
+    return weight, bias
+
+
+def run_steps(optimizer, params, grads, schedule=None):
+    for t, step_grads in enumerate(grads):
+        for p, g in zip(params, step_grads):
+            p.grad[...] = g
+        if schedule is not None:
+            optimizer.lr = schedule.lr_at(t)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_momentum_l2_and_decay_match_the_closed_form(nesterov):
+    rng = np.random.default_rng(0)
+    weight, bias = make_params(rng)
+    w0, b0 = weight.value.copy(), bias.value.copy()
+    grads = [[rng.standard_normal((3, 2)), rng.standard_normal(2)] for _ in range(5)]
+    lr, mu, l2, decay = 0.5, 0.8, 0.01, 0.1
+    schedule = Schedule("inverse_time", lr=lr, decay=decay)
+    run_steps(SGD([weight, bias], lr, mu, l2, nesterov), [weight, bias], grads, schedule)
+
+    w, b, vw, vb = w0.copy(), b0.copy(), np.zeros_like(w0), np.zeros_like(b0)
+    for t, (gw, gb) in enumerate(grads):
+        rate = lr / (1 + decay * t)
+        gw = gw + l2 * w  # L2 on the weight only, never the bias
+        vw, vb = mu * vw + rate * gw, mu * vb + rate * gb
+        if nesterov:
+            w, b = w - (mu * vw + rate * gw), b - (mu * vb + rate * gb)
+        else:
+            w, b = w - vw, b - vb
+    np.testing.assert_allclose(weight.value, w, rtol=1e-12)
+    np.testing.assert_allclose(bias.value, b, rtol=1e-12)
+
+
+def test_sgd_leaves_gradients_as_backward_wrote_them():
+    rng = np.random.default_rng(1)
+    weight, bias = make_params(rng)
+    weight.grad[...] = 1.0
+    SGD([weight, bias], 0.1, momentum=0.9, l2=0.5).step()
+    assert (weight.grad == 1.0).all()
+
+
+def test_adam_matches_the_closed_form():
+    rng = np.random.default_rng(2)
+    weight, bias = make_params(rng)
+    w0 = weight.value.copy()
+    grads = [[rng.standard_normal((3, 2)), rng.standard_normal(2)] for _ in range(6)]
+    lr, b1, b2, eps, l2 = 0.01, 0.9, 0.999, 1e-8, 0.1
+    run_steps(Adam([weight, bias], lr, b1, b2, eps, l2), [weight, bias], grads)
+
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    for t, (gw, _) in enumerate(grads, start=1):
+        g = gw + l2 * w
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    np.testing.assert_allclose(weight.value, w, rtol=1e-10)
+
+
+def test_state_dict_round_trip_continues_identically():
+    rng = np.random.default_rng(3)
+    grads = [[rng.standard_normal((3, 2)), rng.standard_normal(2)] for _ in range(4)]
+    for make in (lambda ps: SGD(ps, 0.1, 0.9), lambda ps: Adam(ps, 0.01)):
+        a = make_params(np.random.default_rng(4))
+        b = make_params(np.random.default_rng(4))
+        opt_a, opt_b = make(a), make(b)
+        run_steps(opt_a, a, grads[:2])
+        run_steps(opt_b, b, grads[:2])
+        fresh = make(b)
+        fresh.load_state_dict(opt_b.state_dict())
+        run_steps(opt_a, a, grads[2:])
+        run_steps(fresh, b, grads[2:])
+        np.testing.assert_array_equal(a[0].value, b[0].value)
+        assert fresh.steps == 4
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda ps: SGD(ps, lr=0.0), "learning rate"),
+        (lambda ps: SGD(ps, lr=0.1, momentum=1.0), "momentum"),
+        (lambda ps: SGD(ps, lr=0.1, l2=-1.0), "L2"),
+        (lambda ps: SGD(ps, lr=0.1, nesterov=True), "Nesterov"),
+        (lambda ps: Adam(ps, beta1=1.0), "beta1"),
+        (lambda ps: Adam(ps, eps=0.0), "eps"),
+    ],
+)
+def test_bad_hyperparameters_raise_at_construction(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(make_params(np.random.default_rng(0)))

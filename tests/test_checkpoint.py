@@ -1,0 +1,121 @@
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from fashion_mlp import checkpoint
+from fashion_mlp.checkpoint import CheckpointError
+from fashion_mlp.nn import MLP
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = MLP([784, 16, 10], np.random.default_rng(0))
+    path = tmp_path / "model.npz"
+    checkpoint.save(path, model, {"note": "test"}, {"steps": np.array(3)})
+    return path, model
+
+
+def test_round_trip_gives_identical_predictions(saved):
+    path, model = saved
+    loaded = checkpoint.load(path)
+    x = np.random.default_rng(1).standard_normal((50, 784)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.model.logits(x), model.logits(x))
+    assert loaded.meta["note"] == "test" and loaded.meta["architecture"]["sizes"] == [784, 16, 10]
+    assert int(loaded.optimizer_state["steps"]) == 3
+
+
+def rewrite(path, change):
+    """Rebuild the zip with ``change(name, bytes) -> bytes | None`` applied to each member."""
+    with zipfile.ZipFile(path) as src:
+        members = {name: src.read(name) for name in src.namelist()}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as out:
+        for name, raw in members.items():
+            new = change(name, raw)
+            if new is not None:
+                out.writestr(name, new)
+    path.write_bytes(buffer.getvalue())
+
+
+def npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def edit_meta(edit):
+    def change(name, raw):
+        if name != "__meta__.npy":
+            return raw
+        meta = json.loads(np.load(io.BytesIO(raw)).tobytes())
+        edit(meta)
+        return npy(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+
+    return change
+
+
+def flip_weight(name, raw):
+    if name == "model/fc1.weight.npy":
+        return raw[:-4] + bytes(4)
+    return raw
+
+
+CASES = {
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:1000]), "damaged or not a checkpoint"),
+    "not a zip": (lambda p: p.write_bytes(b"hello world" * 100), "damaged or not a checkpoint"),
+    "foreign npz": (lambda p: np.savez(p, weights=np.zeros(3)), "no metadata"),
+    "tampered weight": (lambda p: rewrite(p, flip_weight), "recorded checksum"),
+    "pickled member": (
+        lambda p: rewrite(p, lambda n, r: npy(np.array([{"x": 1}], dtype=object)) if "fc1.bias" in n else r),
+        "holds",
+    ),
+    "lying npy header": (
+        lambda p: rewrite(
+            p, lambda n, r: npy(np.zeros((10**4, 10**4), np.float32)[:1]) if "fc1.bias" in n else r
+        ),
+        "holds <f4",
+    ),
+    "bad architecture": (
+        lambda p: rewrite(p, edit_meta(lambda m: m["architecture"].update(sizes=[784, 10**9, 10]))),
+        "no valid architecture",
+    ),
+    "newer format": (
+        lambda p: rewrite(p, edit_meta(lambda m: m.update(format_version=99))),
+        "format 99 is not supported",
+    ),
+    "missing array": (lambda p: rewrite(p, lambda n, r: None if "fc1.bias" in n else r), "do not match"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_damaged_checkpoint_is_refused_with_its_reason(saved, case):
+    path, _ = saved
+    damage, message = CASES[case]
+    damage(path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        checkpoint.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        checkpoint.load(tmp_path / "none.npz")
+
+
+def test_saving_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    model = MLP([784, 4, 10], np.random.default_rng(0))
+    checkpoint.save(path, model, {})
+    before = path.read_bytes()
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, MLP([784, 4, 10], np.random.default_rng(1)), {})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary left behind

@@ -1,0 +1,39 @@
+import pytest
+
+from fashion_mlp.config import PRESETS, TrainConfig, make_config
+
+
+def test_report_preset_is_the_reports_table_2():
+    report = PRESETS["report"]
+    assert report.hidden_sizes == (128, 128) and report.batch_size == 128 and report.epochs == 10
+    assert (report.lr, report.decay, report.momentum, report.l2) == (1.0, 0.1, 0.8, 0.0)
+
+
+def test_flags_override_a_file_which_overrides_the_preset(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nlr = 0.5\nepochs = 3\nhidden_sizes = [64]\n")
+    config = make_config("report", path, epochs=7, momentum=None)
+    assert (config.lr, config.epochs, config.hidden_sizes, config.momentum) == (0.5, 7, (64,), 0.8)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("lr = 'fast'", "lr must be a number"),
+        ("learning_rate = 0.1", "unknown setting 'learning_rate'"),
+        ("lr = -1.0", "learning rate must be positive"),
+        ("lr = [", "not valid TOML"),
+    ],
+)
+def test_bad_files_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        make_config("default", path)
+
+
+def test_validation_names_the_setting():
+    with pytest.raises(ValueError, match="dropout must be in"):
+        TrainConfig(dropout=1.5)
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("best")

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from fashion_mlp import checkpoint, runs
+from fashion_mlp import train as train_module
+from fashion_mlp.config import PRESETS, TrainConfig
+from fashion_mlp.evaluation import Evaluation
+from fashion_mlp.train import Callback, TrainingDiverged, train
+
+
+@pytest.mark.parametrize("preset", ["report", "default"])
+def test_two_epochs_on_the_real_data_reach_80_percent(real_data, preset):
+    state = train(PRESETS[preset].replace(epochs=2, patience=0), real_data)
+    assert len(state.history) == 2
+    assert state.best_accuracy >= 0.80
+    assert state.history[-1].train_loss < state.history[0].train_loss
+
+
+class Snapshots(Callback):
+    def __init__(self):
+        self.weights = []
+
+    def on_epoch_end(self, state, record, improved):
+        self.weights.append(state.model.state_dict())
+
+
+def test_early_stopping_restores_the_best_weights(small_data, monkeypatch):
+    scripted = iter([0.50, 0.70, 0.60, 0.65, 0.90])
+    monkeypatch.setattr(
+        train_module,
+        "evaluate",
+        lambda model, x, y: Evaluation(1.0, next(scripted), np.zeros((10, 10)), np.zeros((1, 10))),
+    )
+    snapshots = Snapshots()
+    config = TrainConfig(hidden_sizes=(16,), epochs=5, lr=0.1, patience=2)
+    state = train(config, small_data, [snapshots])
+    assert state.epoch == 4 and state.best_epoch == 2  # stopped two epochs after the best
+    assert not np.array_equal(snapshots.weights[1]["fc1.weight"], snapshots.weights[3]["fc1.weight"])
+    for name, value in state.model.state_dict().items():
+        np.testing.assert_array_equal(value, snapshots.weights[1][name])
+
+
+class Poison(Callback):
+    def on_epoch_end(self, state, record, improved):
+        state.model.linears[0].weight.value[0, 0] = np.nan
+
+
+def test_divergence_stops_with_advice_and_keeps_the_best_checkpoint(small_data, tmp_path):
+    config = TrainConfig(hidden_sizes=(16,), epochs=3, lr=0.5, decay=0.0)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2.*lower the learning rate \(--lr"):
+        runs.run(config, small_data, tmp_path, [Poison()])
+    best = checkpoint.load(tmp_path / "best.npz")
+    assert best.meta["best_epoch"] == 1 and np.isfinite(best.model.linears[0].weight.value).all()
+
+
+class Interrupt(Callback):
+    def on_epoch_end(self, state, record, improved):
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("extra", [{}, {"dropout": 0.2, "augment": True, "optimizer": "adam", "lr": 1e-3}])
+def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
+    config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, decay=0.01).replace(**extra)
+    whole = runs.run(config, small_data, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(config, small_data, tmp_path / "cut", [Interrupt()])
+    state = runs.load_state(tmp_path / "cut")
+    assert state.epoch == 2
+    resumed = runs.run(config, small_data, tmp_path / "cut", state=state)
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    a = checkpoint.load(tmp_path / "whole" / "last.npz").model.state_dict()
+    b = checkpoint.load(tmp_path / "cut" / "last.npz").model.state_dict()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_the_run_folder_holds_every_file(small_run):
+    names = {p.name for p in small_run.iterdir()}
+    assert {"config.json", "metrics.csv", "best.npz", "last.npz", "summary.json"} <= names
+    summary = runs.read_json(small_run / "summary.json")
+    assert 0.5 < summary["test_accuracy"] <= 1 and summary["train_samples_per_second"] > 0
+    rows = (small_run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")
+    assert len(rows) == 3
