@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
+
+
+def _torch_mlp(n_inputs, hidden):
+    import torch
+
+    sizes = [n_inputs, *hidden, 10]
+    layers: list = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
 
 
 def torch_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9, l2=1e-4, decay=1e-4):
@@ -13,13 +26,7 @@ def torch_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9,
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    sizes = [x.shape[1], *hidden, 10]
-    layers: list = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
+    model = _torch_mlp(x.shape[1], hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=l2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -43,11 +50,7 @@ def torch_inference_seconds(x, hidden, repeats):
     import torch
 
     torch.set_num_threads(2)
-    sizes = [x.shape[1], *hidden, 10]
-    layers: list = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers += [torch.nn.Linear(a, b)] + ([torch.nn.ReLU()] if i < len(sizes) - 2 else [])
-    model = torch.nn.Sequential(*layers).eval()
+    model = _torch_mlp(x.shape[1], hidden).eval()
     xt = torch.from_numpy(x)
     times = []
     with torch.inference_mode():

@@ -8,10 +8,10 @@ peak memory of a full `fashion-mlp train` run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +27,7 @@ from fashion_mlp.nn import MLP
 from fashion_mlp.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-import peers  # noqa: E402
+import peers
 
 SIZES = [(128, 128), (512, 512)]
 BATCH = 128
@@ -35,7 +35,7 @@ BATCH = 128
 
 def n_params(hidden) -> int:
     sizes = [784, *hidden, 10]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
 def ours_epoch_seconds(dataset, hidden, epochs):
@@ -79,25 +79,26 @@ def matmul_gflops(repeats: int = 7, n: int = 2048) -> float:
 
 
 def peak_train_memory_mb() -> tuple[float, float]:
-    """Peak resident memory (MB) and wall time of `fashion-mlp train` (default preset) as a child process."""
+    """Peak resident memory (MB) and wall time of `fashion-mlp train` (default preset, full data).
+
+    The child reports its own ru_maxrss: RUSAGE_CHILDREN would also count the pages a forked child
+    shares with this (large, torch-laden) process before it execs.
+    """
+    report = (
+        "import resource, sys; from fashion_mlp.cli import main; code = main(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)"
+    )
     with tempfile.TemporaryDirectory() as runs_dir:
         start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fashion_mlp",
-                "train",
-                "--runs-dir",
-                runs_dir,
-                "--quiet",
-                "--no-download",
-            ],
+        child = subprocess.run(
+            [sys.executable, "-c", report, "train", "--runs-dir", runs_dir, "--quiet", "--no-download"],
             check=True,
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         wall = time.perf_counter() - start
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, wall
+    return int(child.stderr.strip().splitlines()[-1]) / 1024, wall
 
 
 def main() -> None:
@@ -157,7 +158,7 @@ def format_table(results: dict) -> str:
     ]
     for name, row in results["networks"].items():
 
-        def get(key, fmt="{:,.0f}"):
+        def get(key, fmt="{:,.0f}", row=row):
             return fmt.format(row[key]) if key in row else "-"
 
         lines.append(

@@ -127,13 +127,11 @@ def _train_epoch(
     x_train, y_train = data.train.x, data.train.y
     n, batch_size = len(y_train), config.batch_size
     order = state.rng.permutation(n)
-    batch = np.empty((batch_size, x_train.shape[1]), dtype=np.float32)
     loss_sum, correct = 0.0, 0
     started = time.perf_counter()
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
-        xb = np.take(x_train, idx, axis=0, out=batch[: len(idx)])
-        yb = y_train[idx]
+        xb, yb = x_train[idx], y_train[idx]  # a fresh contiguous copy: augmentation may change it
         if config.augment:
             augment_batch(xb, state.rng)
         optimizer.lr = schedule.lr_at(state.step)

@@ -18,12 +18,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of integer ``labels`` (N,) under ``logits`` (N, C), and dLoss/dlogits (N, C)."""
+    """Mean cross-entropy of integer ``labels`` (N,) under ``logits`` (N, C), and dLoss/dlogits (N, C).
+
+    loss = mean(log(sum(exp(z))) - z[label]) with z = logits - row max; grad = (softmax - onehot) / N.
+    """
     n = logits.shape[0]
     rows = np.arange(n)
-    log_probs = log_softmax(logits)
-    loss = -float(log_probs[rows, labels].mean(dtype=np.float64))
-    grad = np.exp(log_probs, out=log_probs)  # reuse the buffer: probs
-    grad[rows, labels] -= 1.0
-    grad *= 1.0 / n
-    return loss, grad
+    z = logits - logits.max(axis=1, keepdims=True)
+    picked = z[rows, labels]
+    probs = np.exp(z, out=z)
+    sums = probs.sum(axis=1, keepdims=True)
+    loss = float(np.log(sums).mean(dtype=np.float64) - picked.mean(dtype=np.float64))
+    probs /= sums
+    probs[rows, labels] -= 1.0
+    probs *= 1.0 / n
+    return loss, probs
