@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import __version__, checkpoint, data, runs
+from . import __version__, checkpoint, data, figures, report, runs
 from .config import OPTIMIZERS, PRESETS, make_config
 from .evaluation import evaluate
 from .nn import INITS, SCHEDULES
@@ -61,6 +61,22 @@ def build_parser() -> Parser:
     _add_train_options(p)
     _add_data_options(p)
     p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("plot", help="draw a run's figures into RUN_DIR/figures/")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by train")
+    _add_data_options(p)
+    p.set_defaults(handler=cmd_plot)
+
+    p = commands.add_parser("report", help="write RUN_DIR/report.md and a self-contained report.html")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by train")
+    p.add_argument(
+        "--search",
+        type=Path,
+        metavar="SEARCH_DIR",
+        help="also include the results table of this hyperparameter search",
+    )
+    _add_data_options(p)
+    p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("evaluate", help="score a checkpoint on a split")
     p.add_argument("checkpoint", type=Path, help="a .npz checkpoint written by train")
@@ -130,6 +146,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="continue an interrupted run from its last.npz; other settings are ignored",
     )
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="skip the figures and report.html that train otherwise writes at its end",
+    )
 
     net = p.add_argument_group("network and training (each overrides the preset)")
     net.add_argument(
@@ -239,7 +260,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{summary['train_samples_per_second']:,.0f} training samples/s, "
         f"{summary['wall_seconds']:.1f} s in all"
     )
+    if not args.no_plots:
+        figures.draw(run_dir, dataset.test)
+        _, page = report.write(run_dir)
+        print(f"figures in {run_dir / 'figures'}; report: {page}")
     return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    _check_run_dir(args.run_dir)
+    paths = figures.draw(args.run_dir, _load_run_data(args).test)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _check_run_dir(args.run_dir)
+    if not all(path.is_file() for path in figures.figure_paths(args.run_dir).values()):
+        figures.draw(args.run_dir, _load_run_data(args).test)
+    for path in report.write(args.run_dir, args.search):
+        print(path)
+    return 0
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+
+
+def _load_run_data(args: argparse.Namespace) -> data.Dataset:
+    config = runs.read_json(args.run_dir / "config.json")
+    return _load_data(args, config.get("val_size", 15_000), config.get("split_seed", 0))
 
 
 class Progress(Callback):

@@ -10,6 +10,8 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
+from . import __version__, checkpoint
 from .checkpoint import atomic_write_bytes
 from .config import TrainConfig
 from .data import CLASS_NAMES, Dataset
@@ -40,6 +42,17 @@ def read_json(path: Path) -> Any:
         raise FileNotFoundError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def machine() -> dict[str, Any]:
+    """What the run ran on: cores, Python, NumPy, fashion-mlp."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "fashion_mlp": __version__,
+    }
 
 
 def checkpoint_meta(state: TrainState, data: Dataset) -> dict[str, Any]:
@@ -114,9 +127,26 @@ def run(
         "train_samples_per_second": len(data.train) * len(state.history) / train_seconds,
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "data_source": data.source,
+        "test_confusion": test.confusion.tolist(),
+        "machine": machine(),
     }
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as one array per column."""
+    try:
+        with Path(path).open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing") from None
+    if not rows or set(rows[0]) != set(METRIC_FIELDS):
+        raise ValueError(f"{path}: not a metrics file of fashion-mlp (expected columns {METRIC_FIELDS})")
+    try:
+        return {name: np.array([float(row[name]) for row in rows]) for name in METRIC_FIELDS}
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: a value is not a number") from None
 
 
 def load_state(run_dir: Path) -> TrainState:

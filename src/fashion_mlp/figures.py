@@ -1,0 +1,63 @@
+"""Every figure of a finished run, read from its directory: RUN_DIR/figures/*.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, plots, runs
+from .config import TrainConfig
+from .data import CLASS_NAMES, Split
+from .train import build_schedule, steps_per_epoch
+
+FIGURES = {
+    "curves": "training_curves.png",
+    "weights": "first_layer_weights.png",
+    "biases": "first_layer_biases.png",
+    "confusion": "confusion_matrix.png",
+    "per_class": "per_class_accuracy.png",
+    "misclassified": "misclassified.png",
+}
+N_MISCLASSIFIED = 24
+
+
+def figure_paths(run_dir: Path) -> dict[str, Path]:
+    return {key: Path(run_dir) / "figures" / name for key, name in FIGURES.items()}
+
+
+def draw(run_dir: Path, test: Split) -> dict[str, Path]:
+    """Draw every figure of ``run_dir`` from its files and the test split; return their paths."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    config = TrainConfig.from_dict(runs.read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+    summary = runs.read_json(run_dir / "summary.json")
+    metrics = runs.read_metrics(run_dir / "metrics.csv")
+    model = checkpoint.load(run_dir / "best.npz").model
+    paths = figure_paths(run_dir)
+
+    per_epoch = steps_per_epoch(config, summary["split"]["train"])
+    schedule = build_schedule(config, per_epoch)
+    lr = np.array([schedule.lr_at(t) for t in range(per_epoch * len(metrics["epoch"]))])
+    plots.training_curves(metrics, lr, paths["curves"])
+
+    first = model.linears[0]
+    plots.first_layer_weights(first.weight.value, paths["weights"])
+    plots.bias_histogram(first.bias.value, paths["biases"])
+
+    confusion = np.array(summary["test_confusion"])
+    plots.confusion_matrix(confusion, CLASS_NAMES, paths["confusion"])
+    recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
+    plots.per_class_accuracy(recall, CLASS_NAMES, paths["per_class"])
+
+    probabilities = model.predict_proba(test.x)
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != test.y)
+    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:N_MISCLASSIFIED]
+    pixels = test.x[wrong] * 127.5 + 127.5
+    plots.misclassified(
+        pixels, test.y[wrong], predicted[wrong], probabilities[wrong, predicted[wrong]], CLASS_NAMES,
+        paths["misclassified"],
+    )  # fmt: skip
+    return paths

@@ -1,0 +1,116 @@
+"""Figures of a run, drawn with matplotlib's headless Agg backend into RUN_DIR/figures/.
+
+Each function takes plain arrays and a path, so figures can be drawn from any run or checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+DPI = 120
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def training_curves(metrics: dict[str, np.ndarray], lr_per_step: np.ndarray, path: Path) -> Path:
+    """Loss and accuracy per epoch (train and validation), and the learning rate per iteration."""
+    epochs = metrics["epoch"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, key, label in ((axes[0], "loss", "Cross-entropy loss"), (axes[1], "accuracy", "Accuracy")):
+        ax.plot(epochs, metrics[f"train_{key}"], "o-", label="train (mean over the epoch)")
+        ax.plot(epochs, metrics[f"val_{key}"], "s-", label="validation (end of epoch)")
+        ax.set(xlabel="epoch", ylabel=label, title=f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[2].plot(np.arange(1, len(lr_per_step) + 1), lr_per_step, color="tab:green")
+    axes[2].set(xlabel="iteration (mini-batch step)", ylabel="learning rate", title="Learning rate")
+    axes[2].grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def first_layer_weights(weights: np.ndarray, path: Path, max_neurons: int = 256) -> Path:
+    """Each first-layer neuron's 784 input weights as a 28x28 image, on a colour map centred on zero."""
+    n = min(weights.shape[1], max_neurons)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            image = weights[:, i].reshape(28, 28)
+            limit = float(np.abs(image).max()) or 1.0  # each neuron on its own symmetric scale
+            ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    shown = f"{n} of {weights.shape[1]}" if n < weights.shape[1] else f"all {n}"
+    fig.suptitle(f"First hidden layer weights ({shown} neurons; red positive, blue negative)", y=1.0)
+    return _save(fig, path)
+
+
+def bias_histogram(biases: np.ndarray, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(biases, bins=40, color="tab:blue", edgecolor="white")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(xlabel="bias", ylabel="number of neurons", title="First hidden layer biases")
+    return _save(fig, path)
+
+
+def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    """Counts, coloured by the row-normalised rate (each true class sums to 1)."""
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(confusion):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black")  # fmt: skip
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set(xlabel="predicted class", ylabel="true class", title="Test-set confusion matrix (counts)")
+    fig.colorbar(image, ax=ax, label="fraction of the true class")
+    return _save(fig, path)
+
+
+def per_class_accuracy(accuracy: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    order = np.argsort(accuracy)
+    bars = ax.barh(np.array(class_names)[order], accuracy[order], color="tab:blue")
+    ax.bar_label(bars, fmt="%.3f", padding=3)
+    ax.set(xlim=(0, 1.08), xlabel="accuracy (recall)", title="Test accuracy per class")
+    return _save(fig, path)
+
+
+def misclassified(
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    probability: np.ndarray,
+    class_names: Sequence[str],
+    path: Path,
+) -> Path:
+    """A grid of wrongly classified images, each titled true -> predicted (probability)."""
+    n = len(images)
+    cols = 6
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].reshape(28, 28), cmap="gray")
+            ax.set_title(
+                f"true: {class_names[true[i]]}\npred: {class_names[predicted[i]]} ({probability[i]:.2f})",
+                fontsize=8,
+            )
+    fig.suptitle("Misclassified test images (most confident mistakes first)", y=1.0)
+    return _save(fig, path)

@@ -1,0 +1,190 @@
+"""The experiment report of a run: report.md, and report.html with its figures embedded.
+
+The report is built once as a list of blocks (headings, paragraphs, tables, figures) and then
+rendered twice, so the Markdown and the HTML always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import runs
+from .checkpoint import atomic_write_bytes
+from .data import CLASS_NAMES
+from .figures import figure_paths
+
+CAPTIONS = {
+    "curves": "Training curves: loss and accuracy per epoch (train averaged over the epoch, validation at "
+    "its end), and the learning rate at every mini-batch step.",
+    "weights": "Each first-hidden-layer neuron's input weights as a 28x28 image "
+    "(red positive, blue negative).",
+    "biases": "Histogram of the first hidden layer's biases.",
+    "confusion": "Test-set confusion matrix: counts, shaded by the fraction of each true class.",
+    "per_class": "Test accuracy (recall) of each class.",
+    "misclassified": "The test images the model got wrong with the most confidence.",
+}
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+
+
+Block = str | Table | Figure  # a str starting with '#' is a heading, otherwise a paragraph
+
+
+def build(run_dir: Path, search_dir: Path | None = None) -> list[Block]:
+    run_dir = Path(run_dir)
+    config = runs.read_json(run_dir / "config.json")
+    summary = runs.read_json(run_dir / "summary.json")
+    confusion = np.array(summary["test_confusion"])
+    machine = summary.get("machine", {})
+    split = summary["split"]
+    blocks: list[Block] = [
+        f"# fashion-mlp run: {run_dir.name}",
+        "## Configuration",
+        Table(["setting", "value"], [[k, _fmt(v)] for k, v in config.items()]),
+        f"Data: {split['train']:,} training, {split['val']:,} validation and {split['test']:,} test images "
+        f"(split seed {config.get('split_seed', 0)}, training seed {config.get('seed', 0)}), "
+        f"from {summary.get('data_source', 'unknown')}. "
+        f"Trained with fashion-mlp {machine.get('fashion_mlp', '?')}, NumPy {machine.get('numpy', '?')}, "
+        f"Python {machine.get('python', '?')} on {machine.get('cpus', '?')} CPU cores.",
+        "## Results",
+        _results_table(summary),
+        f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}, chosen by validation accuracy; "
+        f"the test set chose nothing. Training took {summary['train_seconds']:.1f} s "
+        f"({summary['train_samples_per_second']:,.0f} samples/s), {summary['wall_seconds']:.1f} s in all.",
+        "## Per-class scores on the test set",
+        _per_class_table(confusion),
+        "## Figures",
+    ]
+    for key, path in figure_paths(run_dir).items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run `fashion-mlp plot {run_dir}` first")
+        blocks.append(Figure(path, CAPTIONS[key]))
+    if search_dir is not None:
+        blocks += ["## Hyperparameter search", _search_table(Path(search_dir))]
+    return blocks
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return " x ".join(map(str, value)) if value else "(none)"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _results_table(summary: dict[str, Any]) -> Table:
+    rows = [
+        ("train (mean over the best epoch)", "train"),
+        ("validation (end of the best epoch)", "val"),
+        ("test (best epoch's weights)", "test"),
+    ]
+    return Table(
+        ["split", "accuracy", "loss"],
+        [
+            [label, f"{summary[f'{key}_accuracy']:.4f}", f"{summary[f'{key}_loss']:.4f}"]
+            for label, key in rows
+        ],
+    )
+
+
+def _per_class_table(confusion: np.ndarray) -> Table:
+    tp = np.diag(confusion).astype(float)
+    precision = tp / np.maximum(confusion.sum(axis=0), 1)
+    recall = tp / np.maximum(confusion.sum(axis=1), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    rows = [
+        [name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", str(int(n))]
+        for name, p, r, f, n in zip(CLASS_NAMES, precision, recall, f1, confusion.sum(axis=1))
+    ]
+    rows.append(
+        ["mean", f"{precision.mean():.3f}", f"{recall.mean():.3f}", f"{f1.mean():.3f}", str(confusion.sum())]
+    )
+    return Table(["class", "precision", "recall", "F1", "images"], rows)
+
+
+def _search_table(search_dir: Path) -> Table:
+    """results.csv of a search, with its best row (highest validation accuracy) marked."""
+    path = search_dir / "results.csv"
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; is {search_dir} a search directory?") from None
+    if not rows or "val_accuracy" not in rows[0]:
+        raise ValueError(f"{path}: not a search results file (no val_accuracy column)")
+    scores = [float(r["val_accuracy"]) if r["val_accuracy"] else -1.0 for r in rows]
+    best = int(np.argmax(scores))
+    headers = ["best", *rows[0].keys()]
+    return Table(headers, [["★" if i == best else "", *r.values()] for i, r in enumerate(rows)])
+
+
+def to_markdown(blocks: list[Block], base: Path) -> str:
+    out = []
+    for block in blocks:
+        if isinstance(block, Table):
+            out.append("| " + " | ".join(block.headers) + " |")
+            out.append("|" + "---|" * len(block.headers))
+            out.extend("| " + " | ".join(row) + " |" for row in block.rows)
+        elif isinstance(block, Figure):
+            out.append(f"![{block.caption}]({block.path.relative_to(base).as_posix()})\n\n*{block.caption}*")
+        else:
+            out.append(block)
+        out.append("")
+    return "\n".join(out)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
+th{background:#f3f3f3}figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-style:italic}"""
+
+
+def to_html(blocks: list[Block]) -> str:
+    """A self-contained page: inline style, figures as data: URIs, nothing fetched from anywhere."""
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>fashion-mlp report</title>"
+           f"<style>{STYLE}</style></head><body>"]  # fmt: skip
+    for block in blocks:
+        if isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows
+            )
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(block, Figure):
+            data = base64.b64encode(block.path.read_bytes()).decode()
+            alt = html.escape(block.caption)
+            out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{alt}'>"
+                       f"<figcaption>{alt}</figcaption></figure>")  # fmt: skip
+        elif block.startswith("#"):
+            level = len(block) - len(block.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(block[level:].strip())}</h{level}>")
+        else:
+            out.append(f"<p>{html.escape(block)}</p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def write(run_dir: Path, search_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write RUN_DIR/report.md and RUN_DIR/report.html; return their paths."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    blocks = build(run_dir, search_dir)
+    md, page = run_dir / "report.md", run_dir / "report.html"
+    atomic_write_bytes(md, to_markdown(blocks, run_dir).encode())
+    atomic_write_bytes(page, to_html(blocks).encode())
+    return md, page
