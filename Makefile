@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench lint clean
+.PHONY: train test data bench postgres clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
 
-test: data $(BIN)/.test-deps   ## lint, then run every test
+test: data $(BIN)/.test-deps postgres   ## lint, then run every test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest $(ARGS)
@@ -33,8 +33,13 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 $(BIN)/.test-deps: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,postgres]'
 	touch $@
+
+postgres:   ## a PostgreSQL server for the shared-storage search test (the test starts its own cluster)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql || \
+	  echo "could not install postgresql: its test will be skipped" >&2; }
 
 $(BIN)/.bench-deps: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'

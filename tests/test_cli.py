@@ -32,7 +32,7 @@ def assert_one_line_error(err, *fragments):
         (["train", "--lr", "-1"], ["learning rate must be positive"]),
         (["train", "--hidden", "0"], ["0 is not between 1 and 16384"]),
         (["train", "--preset", "best"], ["invalid choice: 'best'"]),
-        (["train", "--config", "missing.toml"], ["missing.toml: no such config file"]),
+        (["train", "--config", "missing.toml"], ["missing.toml: no such file"]),
         (["train", "--resume", "nowhere"], ["nowhere: no last.npz to resume from"]),
         (["evaluate", "missing.npz"], ["missing.npz: no such checkpoint file"]),
         (["evaluate", "x.npz", "--split", "dev"], ["invalid choice: 'dev'"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -61,6 +62,11 @@ def build_parser() -> Parser:
     _add_train_options(p)
     _add_data_options(p)
     p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("search", help="tune hyperparameters on validation accuracy (Optuna)")
+    _add_search_options(p)
+    _add_data_options(p)
+    p.set_defaults(handler=cmd_search)
 
     p = commands.add_parser("plot", help="draw a run's figures into RUN_DIR/figures/")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by train")
@@ -200,6 +206,78 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     net.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout")
 
 
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    what = p.add_argument_group("what to search (choose one)").add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--sweep",
+        metavar="NAME",
+        help="one factor at a time around the base; 'report' is the report's Table 1 (24 runs)",
+    )
+    what.add_argument(
+        "--grid",
+        type=Path,
+        metavar="FILE.toml",
+        help="every combination of the values listed, e.g. lr = [0.1, 1.0] under [grid]",
+    )
+    what.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        help="N trials sampled by TPE from the ranges in --space, pruning laggards early",
+    )
+    p.add_argument(
+        "--space",
+        type=Path,
+        metavar="FILE.toml",
+        help="with --trials: ranges, e.g. lr = {low = 0.01, high = 1.0, log = true}",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="the base config each trial starts from (default: report for --sweep report, else default)",
+    )
+    p.add_argument("--config", type=Path, metavar="FILE.toml", help="base settings from a TOML file")
+    p.add_argument("--epochs", type=int, help="override the base config's epochs")
+    p.add_argument(
+        "--study",
+        help="the study's name; machines sharing a --storage and a name split the work "
+        "(default: from the search, e.g. sweep-report)",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="a shared database, e.g. postgresql://user@host/db (default: a journal file in "
+        "the search directory, safe for several processes on one machine)",
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        metavar="SEARCH_DIR",
+        help="where results.csv, results.md and best.toml go (default: searches/<study>)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_int_in(1, 64),
+        default=1,
+        help="worker processes on this machine, each with one BLAS thread (default 1)",
+    )
+    p.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        help="train each trial on only the first N training images (quick searches)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a running trial silent this long (or whose process is gone, on this machine) "
+        "is run again (default 120)",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+
+
 CONFIG_FLAGS = (
     "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
     "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "augment",
@@ -265,6 +343,88 @@ def cmd_train(args: argparse.Namespace) -> int:
         _, page = report.write(run_dir)
         print(f"figures in {run_dir / 'figures'}; report: {page}")
     return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import search
+
+    if args.trials is not None and args.space is None:
+        raise UsageError("search: --trials needs --space FILE.toml")
+    preset = args.preset or ("report" if args.sweep == "report" else "default")
+    base = make_config(preset, args.config, epochs=args.epochs)
+    if args.sweep is not None:
+        plan, study_name = search.sweep_plan(args.sweep, base), f"sweep-{args.sweep}"
+    elif args.grid is not None:
+        plan, study_name = search.grid_plan(args.grid, base), f"grid-{args.grid.stem}"
+    else:
+        plan, study_name = search.tpe_plan(args.space, args.trials, base), f"tpe-{args.space.stem}"
+    study_name = args.study or study_name
+    search_dir = args.dir or Path("searches") / study_name
+    study = search.open_study(plan, search.open_storage(args.storage, search_dir), study_name)
+    started = time.time()
+    search.reconcile(study, plan, args.stale_after)  # enqueue the work before any worker starts
+
+    def report_progress() -> None:
+        if not args.worker:
+            print(search.progress_line(study, plan, started), flush=True)
+
+    if args.workers > 1:
+        args.study, args.dir = study_name, search_dir  # every worker joins this study
+        _run_workers(args, study, plan, started)
+    else:
+        dataset = _load_data(args, base.val_size, base.split_seed)
+        if args.limit_train:
+            dataset.train = data.Split(
+                dataset.train.x[: args.limit_train], dataset.train.y[: args.limit_train]
+            )
+        dataset.test = data.Split(dataset.test.x[:0], dataset.test.y[:0])  # a search never sees the test set
+        search.work(study, plan, dataset, args.stale_after, on_trial_end=report_progress)
+    if not args.worker:
+        paths = search.write_results(study, plan, search_dir, time.time() - started)
+        print(search.progress_line(study, plan, started))
+        print("results: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, study: Any, plan: Any, started: float) -> None:
+    """Start --workers processes of this same command, one BLAS thread each; show progress until done."""
+    import os
+    import subprocess
+
+    from . import search
+
+    argv = [sys.executable, "-m", "fashion_mlp", *_search_argv(args), "--worker", "--workers", "1"]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    children = [subprocess.Popen(argv, env=env) for _ in range(args.workers)]
+    try:
+        last = ""
+        while any(child.poll() is None for child in children):
+            line = search.progress_line(study, plan, started)
+            if line.split(";")[0] != last:
+                print(line, flush=True)
+                last = line.split(";")[0]
+            time.sleep(2)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            child.wait()
+    failed = [child.returncode for child in children if child.returncode]
+    if failed:
+        raise OSError(f"{len(failed)} of {args.workers} workers failed (exit codes {failed})")
+
+
+def _search_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker of this search."""
+    argv = ["search", "--study", args.study, "--stale-after", str(args.stale_after)]
+    for flag, value in (("--sweep", args.sweep), ("--grid", args.grid), ("--trials", args.trials),
+                        ("--space", args.space), ("--preset", args.preset), ("--config", args.config),
+                        ("--epochs", args.epochs), ("--storage", args.storage), ("--dir", args.dir),
+                        ("--limit-train", args.limit_train), ("--data-dir", args.data_dir)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--no-download"] if args.no_download else [])
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -93,6 +93,21 @@ class TrainConfig:
                 raise ValueError(f"{source}: {name} must be {expected}, got {value!r}")
         return cls(**values)
 
+    def to_toml(self) -> str:
+        """The config as a [train] table that ``--config`` reads back as it is."""
+        lines = ["[train]"]
+        for name, value in self.to_dict().items():
+            if isinstance(value, bool):
+                text = str(value).lower()
+            elif isinstance(value, str):
+                text = f'"{value}"'
+            elif isinstance(value, list):
+                text = "[" + ", ".join(map(str, value)) + "]"
+            else:
+                text = repr(value)
+            lines.append(f"{name} = {text}")
+        return "\n".join(lines) + "\n"
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -158,16 +173,23 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file of TrainConfig fields (a [train] table, or top-level keys)."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; FileNotFoundError or ValueError with the file's name otherwise."""
     path = Path(path)
     try:
         with path.open("rb") as f:
-            values = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such config file") from None
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """TrainConfig fields from a TOML file: a [train] table, or top-level keys."""
+    values = read_toml(path)
     return dict(values.get("train", values))
 
 
