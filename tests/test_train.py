@@ -59,7 +59,9 @@ class Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("extra", [{}, {"dropout": 0.2, "augment": True, "optimizer": "adam", "lr": 1e-3}])
+@pytest.mark.parametrize(
+    "extra", [{}, {"dropout": 0.2, "input_dropout": 0.1, "augment": True, "optimizer": "adam", "lr": 1e-3}]
+)
 def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
     config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, decay=0.01).replace(**extra)
     whole = runs.run(config, small_data, tmp_path / "whole")

@@ -86,7 +86,12 @@ def save(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "architecture": {"sizes": model.sizes, "dropout": model.dropout, "activation": "relu"},
+        "architecture": {
+            "sizes": model.sizes,
+            "dropout": model.dropout,
+            "input_dropout": model.input_dropout,
+            "activation": "relu",
+        },
         "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
         "sha256": _digest(arrays),
     }
@@ -112,7 +117,12 @@ def load(path: str | Path) -> Checkpoint:
     if _digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
     sizes = meta["architecture"]["sizes"]
-    model = MLP(sizes, dropout=float(meta["architecture"].get("dropout", 0.0)))
+    architecture = meta["architecture"]
+    model = MLP(
+        sizes,
+        dropout=float(architecture.get("dropout", 0.0)),
+        input_dropout=float(architecture.get("input_dropout", 0.0)),
+    )
     model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
     optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
     return Checkpoint(model, meta, optim)

@@ -190,6 +190,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     net.add_argument("--gamma", type=float, help="step schedule: factor at each drop")
     net.add_argument("--l2", type=float, help="L2 strength on weights (not biases)")
     net.add_argument("--dropout", type=float, help="dropout rate after each hidden layer, in [0, 1)")
+    net.add_argument("--input-dropout", type=float, help="dropout rate of the input pixels, in [0, 1)")
     net.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -280,7 +281,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 CONFIG_FLAGS = (
     "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-    "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "augment",
+    "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout", "augment",
     "patience", "val_size", "split_seed", "seed",
 )  # fmt: skip
 

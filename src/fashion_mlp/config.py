@@ -40,6 +40,7 @@ class TrainConfig:
     gamma: float = 0.1
     l2: float = 0.0
     dropout: float = 0.0
+    input_dropout: float = 0.0
     augment: bool = False  # random horizontal flips and shifts of up to 2 pixels
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off
     val_size: int = 15_000
@@ -64,6 +65,7 @@ class TrainConfig:
             (0 < self.gamma <= 1, "gamma must be in (0, 1]"),
             (self.l2 >= 0, "L2 strength must be zero or positive"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.input_dropout < 1, "input dropout must be in [0, 1)"),
             (self.patience >= 0, "patience must be zero or positive"),
             (0 < self.val_size < 60_000, "validation size must be between 1 and 59,999"),
         ]
@@ -128,6 +130,7 @@ FIELD_TYPES = {
     "gamma": "a number",
     "l2": "a number",
     "dropout": "a number",
+    "input_dropout": "a number",
     "augment": "true or false",
     "patience": "an integer",
     "val_size": "an integer",

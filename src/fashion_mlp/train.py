@@ -63,7 +63,13 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_model(config: TrainConfig, rng: np.random.Generator) -> MLP:
-    return MLP([N_INPUTS, *config.hidden_sizes, N_CLASSES], rng, config.dropout, init=config.init)
+    return MLP(
+        [N_INPUTS, *config.hidden_sizes, N_CLASSES],
+        rng,
+        config.dropout,
+        init=config.init,
+        input_dropout=config.input_dropout,
+    )
 
 
 def build_optimizer(config: TrainConfig, model: MLP) -> Optimizer:

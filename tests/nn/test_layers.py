@@ -82,9 +82,10 @@ def test_dropout_is_identity_at_inference(rng):
         Dropout(1.0, rng)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_network_gradients_match_finite_differences(rng, dropout):
-    model = MLP([6, 5, 4, 3], rng, dropout=dropout, dtype=np.float64)
+@pytest.mark.parametrize("dropout, input_dropout", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.2)])
+def test_network_gradients_match_finite_differences(rng, dropout, input_dropout):
+    model = MLP([6, 5, 4, 3], rng, dropout=dropout, dtype=np.float64, input_dropout=input_dropout)
+    assert isinstance(model.layers[0], Dropout) == (input_dropout > 0)
     for p in model.parameters():
         p.value += 0.1 * rng.standard_normal(p.value.shape)  # non-zero biases too
     x, y = rng.standard_normal((7, 6)), rng.integers(0, 3, 7)

@@ -27,6 +27,7 @@ class MLP:
     """A stack of layers. ``sizes`` = [inputs, hidden..., classes], e.g. [784, 128, 128, 10].
 
     ``init``: "he" (default) or "small", N(0, 0.01^2), the initialisation the report's results imply.
+    ``dropout`` follows each hidden layer; ``input_dropout`` drops input pixels.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class MLP:
         dropout: float = 0.0,
         dtype: type = np.float32,
         init: str = "he",
+        input_dropout: float = 0.0,
     ) -> None:
         if init not in INITS:
             raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
@@ -44,7 +46,8 @@ class MLP:
         rng = rng if rng is not None else np.random.default_rng(0)
         self.sizes = [int(s) for s in sizes]
         self.dropout = dropout
-        self.layers: list[Layer] = []
+        self.input_dropout = input_dropout
+        self.layers: list[Layer] = [Dropout(input_dropout, rng)] if input_dropout > 0.0 else []
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             self.layers.append(
                 Linear(
@@ -80,6 +83,8 @@ class MLP:
         """Back-propagate dLoss/dlogits, filling every Parameter.grad."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)  # type: ignore[assignment]
+            if grad is None:  # the first Linear: nothing below it needs a gradient
+                return
 
     def logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Inference logits, computed in chunks to bound memory."""
