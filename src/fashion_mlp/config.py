@@ -25,9 +25,9 @@ class TrainConfig:
     The defaults are our best recipe (the "default" preset).
     """
 
-    hidden_sizes: tuple[int, ...] = (256, 256)
+    hidden_sizes: tuple[int, ...] = (1024, 1024)
     init: str = "he"  # "small": N(0, 0.01^2), which reproduces the report's Table 1
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 128
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -39,7 +39,7 @@ class TrainConfig:
     step_epochs: int = 10  # step schedule: multiply lr by gamma every step_epochs epochs
     gamma: float = 0.1
     l2: float = 0.0
-    dropout: float = 0.0
+    dropout: float = 0.3
     input_dropout: float = 0.0
     augment: bool = False  # random horizontal flips and shifts of up to 2 pixels
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off

@@ -46,7 +46,9 @@ def first_layer_weights(weights: np.ndarray, path: Path, max_neurons: int = 256)
     n = min(weights.shape[1], max_neurons)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.6), squeeze=False)
+    height = rows * 0.8 + 0.5
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, height), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / height, wspace=0.06, hspace=0.06)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -54,7 +56,7 @@ def first_layer_weights(weights: np.ndarray, path: Path, max_neurons: int = 256)
             limit = float(np.abs(image).max()) or 1.0  # each neuron on its own symmetric scale
             ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
     shown = f"{n} of {weights.shape[1]}" if n < weights.shape[1] else f"all {n}"
-    fig.suptitle(f"First hidden layer weights ({shown} neurons; red positive, blue negative)", y=1.0)
+    fig.suptitle(f"First hidden layer weights ({shown} neurons; red positive, blue negative)", y=0.995)
     return _save(fig, path)
 
 
