@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench postgres clean
+.PHONY: train test data bench bench-accuracy postgres clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
@@ -21,8 +21,11 @@ data: $(BIN)/.installed   ## find or fetch Fashion-MNIST; falls back to Debian's
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist && \
 	  $(BIN)/fashion-mlp data --no-download; }
 
-bench: $(BIN)/.bench-deps   ## the peer benchmarks (PyTorch, scikit-learn); writes benchmarks/results.json
+bench: data $(BIN)/.bench-deps   ## speed against PyTorch and scikit-learn; writes benchmarks/results.json
 	$(BIN)/python benchmarks/run.py $(ARGS)
+
+bench-accuracy: data $(BIN)/.bench-deps   ## test accuracy of each recipe and peer; writes benchmarks/accuracy.json
+	$(BIN)/python benchmarks/accuracy.py $(ARGS)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV) 2>/dev/null || { \

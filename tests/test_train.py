@@ -85,3 +85,16 @@ def test_the_run_folder_holds_every_file(small_run):
     rows = (small_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")
     assert len(rows) == 3
+
+
+def test_the_seed_recreates_the_initial_weights():
+    """figures.py shows final minus initial weights, recreating the initial ones from the seed."""
+    from fashion_mlp.train import build_model, new_state
+
+    config = TrainConfig(hidden_sizes=(32,), dropout=0.2, seed=5)
+    state = new_state(config)
+    again = build_model(config, np.random.default_rng(config.seed))
+    for a, b in zip(state.model.parameters(), again.parameters()):
+        np.testing.assert_array_equal(a.value, b.value)
+    other = build_model(config.replace(seed=6), np.random.default_rng(6))
+    assert not np.array_equal(other.linears[0].weight.value, state.model.linears[0].weight.value)

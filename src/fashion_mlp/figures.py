@@ -9,11 +9,12 @@ import numpy as np
 from . import checkpoint, plots, runs
 from .config import TrainConfig
 from .data import CLASS_NAMES, Split
-from .train import build_schedule, steps_per_epoch
+from .train import build_model, build_schedule, steps_per_epoch
 
 FIGURES = {
     "curves": "training_curves.png",
     "weights": "first_layer_weights.png",
+    "learned": "first_layer_learned.png",
     "biases": "first_layer_biases.png",
     "confusion": "confusion_matrix.png",
     "per_class": "per_class_accuracy.png",
@@ -44,6 +45,11 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
 
     first = model.linears[0]
     plots.first_layer_weights(first.weight.value, paths["weights"])
+    # Training starts from random weights that it never fully erases; the seed recreates them, so
+    # the difference shows what training learned on its own.
+    initial = build_model(config, np.random.default_rng(config.seed)).linears[0].weight.value
+    what = "First hidden layer: learned change (final minus initial weights)"
+    plots.first_layer_weights(first.weight.value - initial, paths["learned"], what=what)
     plots.bias_histogram(first.bias.value, paths["biases"])
 
     confusion = np.array(summary["test_confusion"])

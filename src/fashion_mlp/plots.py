@@ -41,7 +41,9 @@ def training_curves(metrics: dict[str, np.ndarray], lr_per_step: np.ndarray, pat
     return _save(fig, path)
 
 
-def first_layer_weights(weights: np.ndarray, path: Path, max_neurons: int = 256) -> Path:
+def first_layer_weights(
+    weights: np.ndarray, path: Path, max_neurons: int = 256, what: str = "First hidden layer weights"
+) -> Path:
     """Each first-layer neuron's 784 input weights as a 28x28 image, on a colour map centred on zero."""
     n = min(weights.shape[1], max_neurons)
     cols = math.ceil(math.sqrt(n))
@@ -56,7 +58,7 @@ def first_layer_weights(weights: np.ndarray, path: Path, max_neurons: int = 256)
             limit = float(np.abs(image).max()) or 1.0  # each neuron on its own symmetric scale
             ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
     shown = f"{n} of {weights.shape[1]}" if n < weights.shape[1] else f"all {n}"
-    fig.suptitle(f"First hidden layer weights ({shown} neurons; red positive, blue negative)", y=0.995)
+    fig.suptitle(f"{what} ({shown} neurons; red positive, blue negative)", y=0.995)
     return _save(fig, path)
 
 
@@ -89,7 +91,7 @@ def per_class_accuracy(accuracy: np.ndarray, class_names: Sequence[str], path: P
     order = np.argsort(accuracy)
     bars = ax.barh(np.array(class_names)[order], accuracy[order], color="tab:blue")
     ax.bar_label(bars, fmt="%.3f", padding=3)
-    ax.set(xlim=(0, 1.08), xlabel="accuracy (recall)", title="Test accuracy per class")
+    ax.set(xlim=(0, 1.08), xlabel="accuracy (recall)", ylabel="class", title="Test accuracy per class")
     return _save(fig, path)
 
 

@@ -25,6 +25,8 @@ CAPTIONS = {
     "its end), and the learning rate at every mini-batch step.",
     "weights": "Each first-hidden-layer neuron's input weights as a 28x28 image "
     "(red positive, blue negative).",
+    "learned": "What training changed: final minus initial first-layer weights (the initial ones are "
+    "recreated from the seed), which shows the garment shapes that random initial weights hide.",
     "biases": "Histogram of the first hidden layer's biases.",
     "confusion": "Test-set confusion matrix: counts, shaded by the fraction of each true class.",
     "per_class": "Test accuracy (recall) of each class.",

@@ -1,0 +1,115 @@
+"""Test accuracy of each recipe, measured on one split and machine: `make bench-accuracy`.
+
+Rows: the report's recipe (ours), scikit-learn's MLPClassifier, PyTorch trained with our best recipe,
+and our default preset. Every model is chosen by validation accuracy (best epoch); the test set only
+scores the chosen one. Writes benchmarks/accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp import data
+from fashion_mlp.config import PRESETS
+from fashion_mlp.evaluation import evaluate
+from fashion_mlp.train import train
+
+
+def ours(dataset: data.Dataset, preset: str, seed: int) -> dict:
+    started = time.perf_counter()
+    state = train(PRESETS[preset].replace(seed=seed), dataset)
+    result = evaluate(state.model, dataset.test.x, dataset.test.y)
+    return {
+        "test_accuracy": result.accuracy,
+        "val_accuracy": state.best_accuracy,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def sklearn_mlp(dataset: data.Dataset, seed: int, epochs: int = 30) -> dict:
+    """MLPClassifier (Adam, one hidden layer of 100, as in the Fashion-MNIST benchmark), best epoch by val."""
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=(100,), random_state=seed, batch_size=128)
+    started, best, best_test = time.perf_counter(), -1.0, 0.0
+    for _ in range(epochs):
+        model.partial_fit(dataset.train.x, dataset.train.y, classes=np.arange(10))
+        val = model.score(dataset.val.x, dataset.val.y)
+        if val > best:
+            best, best_test = val, model.score(dataset.test.x, dataset.test.y)
+    return {"test_accuracy": best_test, "val_accuracy": best, "seconds": time.perf_counter() - started}
+
+
+def torch_best_recipe(dataset: data.Dataset, seed: int) -> dict:
+    """Our default recipe in PyTorch: same widths, dropout, Nesterov SGD, per-step cosine, epochs, batch."""
+    import torch
+
+    config = PRESETS["default"]
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    sizes = [784, *config.hidden_sizes, 10]
+    layers: list = []
+    for i in range(len(sizes) - 1):
+        layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers += [torch.nn.ReLU(), torch.nn.Dropout(config.dropout)]
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True)
+    steps = config.epochs * math.ceil(len(dataset.train) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * min(1, t / steps)))
+    )
+    x, y = torch.from_numpy(dataset.train.x), torch.from_numpy(dataset.train.y)
+    xv, xt = torch.from_numpy(dataset.val.x), torch.from_numpy(dataset.test.x)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    started, best, best_test = time.perf_counter(), -1.0, 0.0
+    for _ in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(y))
+        for i in range(0, len(y), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+            schedule.step()
+        model.eval()
+        with torch.inference_mode():
+            val = (model(xv).argmax(1).numpy() == dataset.val.y).mean()
+            if val > best:
+                best, best_test = float(val), float((model(xt).argmax(1).numpy() == dataset.test.y).mean())
+    return {"test_accuracy": best_test, "val_accuracy": best, "seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per row (the median is reported)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "accuracy.json")
+    args = parser.parse_args()
+    dataset = data.load(allow_download=False)
+    rows = {
+        "report recipe (ours, --preset report)": lambda s: ours(dataset, "report", s),
+        "scikit-learn MLPClassifier (100 hidden, Adam)": lambda s: sklearn_mlp(dataset, s),
+        "PyTorch, our best recipe": lambda s: torch_best_recipe(dataset, s),
+        "ours, --preset default": lambda s: ours(dataset, "default", s),
+    }
+    results = {}
+    for name, run in rows.items():
+        runs = [run(seed) for seed in range(args.seeds)]
+        results[name] = {
+            "runs": runs,
+            "median_test_accuracy": float(np.median([r["test_accuracy"] for r in runs])),
+        }
+        print(f"{name}: test {results[name]['median_test_accuracy']:.4f} "
+              f"(val {np.median([r['val_accuracy'] for r in runs]):.4f}, "
+              f"{np.median([r['seconds'] for r in runs]):.0f} s)", flush=True)  # fmt: skip
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
