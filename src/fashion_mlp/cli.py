@@ -282,7 +282,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 CONFIG_FLAGS = (
     "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
     "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout", "augment",
-    "patience", "val_size", "split_seed", "seed",
+    "max_shift", "label_smoothing", "patience", "val_size", "split_seed", "seed",
 )  # fmt: skip
 
 

@@ -41,7 +41,9 @@ class TrainConfig:
     l2: float = 0.0
     dropout: float = 0.3
     input_dropout: float = 0.0
-    augment: bool = False  # random horizontal flips and shifts of up to 2 pixels
+    augment: bool = False  # random horizontal flips, and shifts of up to max_shift pixels
+    max_shift: int = 2
+    label_smoothing: float = 0.0
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off
     val_size: int = 15_000
     split_seed: int = 0  # which 15,000 of the 60,000 training images are held out for validation
@@ -67,6 +69,8 @@ class TrainConfig:
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.input_dropout < 1, "input dropout must be in [0, 1)"),
             (self.patience >= 0, "patience must be zero or positive"),
+            (0 <= self.max_shift <= 8, "max shift must be between 0 and 8 pixels"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (0 < self.val_size < 60_000, "validation size must be between 1 and 59,999"),
         ]
         for ok, message in checks:
@@ -132,6 +136,8 @@ FIELD_TYPES = {
     "dropout": "a number",
     "input_dropout": "a number",
     "augment": "true or false",
+    "max_shift": "an integer",
+    "label_smoothing": "a number",
     "patience": "an integer",
     "val_size": "an integer",
     "split_seed": "an integer",

@@ -306,6 +306,8 @@ def augment_batch(batch: np.ndarray, rng: np.random.Generator, max_shift: int = 
     images = batch.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     flip = rng.random(len(images)) < 0.5
     images[flip] = images[flip, :, ::-1]
+    if max_shift == 0:
+        return
     background = float(images.min()) if images.size else 0.0
     padded = np.pad(
         images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)), constant_values=background

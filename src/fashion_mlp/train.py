@@ -139,10 +139,10 @@ def _train_epoch(
         idx = order[start : start + batch_size]
         xb, yb = x_train[idx], y_train[idx]  # a fresh contiguous copy: augmentation may change it
         if config.augment:
-            augment_batch(xb, state.rng)
+            augment_batch(xb, state.rng, config.max_shift)
         optimizer.lr = schedule.lr_at(state.step)
         logits = model.forward(xb)
-        loss, dlogits = softmax_cross_entropy(logits, yb)
+        loss, dlogits = softmax_cross_entropy(logits, yb, config.label_smoothing)
         if not math.isfinite(loss):
             raise TrainingDiverged(_divergence_message(config, state, loss))
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))

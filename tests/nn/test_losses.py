@@ -41,3 +41,24 @@ def test_stays_finite_and_correct_for_huge_logits(dtype):
 def test_log_softmax_rows_normalise():
     logits = np.array([[1000.0, 1000.0], [-1000.0, 0.0]])
     np.testing.assert_allclose(np.exp(log_softmax(logits)).sum(axis=1), 1.0)
+
+
+def test_label_smoothing_matches_its_closed_form_and_finite_differences():
+    rng = np.random.default_rng(1)
+    logits, labels, eps = rng.standard_normal((6, 10)), rng.integers(0, 10, 6), 0.1
+    target = (1 - eps) * np.eye(10)[labels] + eps / 10
+
+    def reference(z):
+        return -(target * np.log(softmax(z))).sum(axis=1).mean()
+
+    loss, grad = softmax_cross_entropy(logits.copy(), labels, smoothing=eps)
+    assert loss == pytest.approx(reference(logits), rel=1e-12)
+    np.testing.assert_allclose(grad, (softmax(logits) - target) / 6, atol=1e-12)
+    numeric = np.zeros_like(logits)
+    for i in np.ndindex(logits.shape):
+        bumped = logits.copy()
+        bumped[i] += 1e-6
+        up = reference(bumped)
+        bumped[i] -= 2e-6
+        numeric[i] = (up - reference(bumped)) / 2e-6
+    np.testing.assert_allclose(grad, numeric, atol=1e-8)

@@ -17,19 +17,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
-def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy(
+    logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0
+) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of integer ``labels`` (N,) under ``logits`` (N, C), and dLoss/dlogits (N, C).
 
-    loss = mean(log(sum(exp(z))) - z[label]) with z = logits - row max; grad = (softmax - onehot) / N.
+    With label smoothing e the target is (1 - e) * onehot + e / C. With z = logits - row max:
+    loss = mean(log(sum(exp(z))) - sum(target * z)), grad = (softmax - target) / N.
     """
-    n = logits.shape[0]
+    n, classes = logits.shape
     rows = np.arange(n)
     z = logits - logits.max(axis=1, keepdims=True)
-    picked = z[rows, labels]
+    picked = z[rows, labels].mean(dtype=np.float64)
+    if smoothing:
+        picked = (1.0 - smoothing) * picked + smoothing * z.mean(dtype=np.float64)
     probs = np.exp(z, out=z)
     sums = probs.sum(axis=1, keepdims=True)
-    loss = float(np.log(sums).mean(dtype=np.float64) - picked.mean(dtype=np.float64))
+    loss = float(np.log(sums).mean(dtype=np.float64) - picked)
     probs /= sums
-    probs[rows, labels] -= 1.0
+    if smoothing:
+        probs -= smoothing / classes
+    probs[rows, labels] -= 1.0 - smoothing
     probs *= 1.0 / n
     return loss, probs
