@@ -125,6 +125,16 @@ def test_help_explains_every_option():
         assert flag in out
 
 
+def test_every_setting_has_a_train_flag():
+    from fashion_mlp.cli import CONFIG_FLAGS, build_parser
+    from fashion_mlp.config import field_names
+
+    assert set(CONFIG_FLAGS) == set(field_names())
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    destinations = {action.dest for action in train_parser._actions}
+    assert set(field_names()) <= destinations
+
+
 def test_no_traceback_from_the_real_command(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fashion_mlp", "evaluate", str(tmp_path / "x.npz")],

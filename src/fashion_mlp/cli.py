@@ -195,7 +195,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="random horizontal flips and shifts of up to 2 pixels",
+        help="random horizontal flips and shifts of up to --max-shift pixels",
+    )
+    net.add_argument("--max-shift", type=int, help="augmentation shift in pixels, 0-8 (0: flips only)")
+    net.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="train towards (1 - e) * onehot + e / 10 instead of onehot, e in [0, 1)",
     )
     net.add_argument(
         "--patience",
