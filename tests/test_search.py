@@ -223,3 +223,13 @@ def test_two_machines_share_one_study_through_postgresql(tmp_path, postgres_url)
     assert completed_points(study) == [0, 1, 2, 3, 4, 5]
     assert len({t.user_attrs["pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))}) == 2
     assert (tmp_path / "machine0" / "results.csv").read_text().count("\n") == 7
+
+
+def test_a_diverging_config_is_recorded_not_fatal(tmp_path, capsys):
+    grid = write_grid(tmp_path, "[grid]\nlr = [0.05, 50.0]\nmomentum = [0.9]\n")
+    assert main(["search", "--grid", str(grid), "--dir", str(tmp_path / "s"), *FAST]) == 0
+    rows = (tmp_path / "s" / "results.csv").read_text().splitlines()
+    assert rows[1].split(",")[1] == "complete" and rows[2].split(",")[1] == "diverged"
+    assert "lr=50, momentum=0.9 (diverged)" in (tmp_path / "s" / "results.md").read_text()
+    study = load_study(tmp_path / "s", "grid-grid")
+    assert "lower the learning rate" in study.trials[1].user_attrs["diverged"]

@@ -113,7 +113,9 @@ def train(
     state = state if state is not None else new_state(config)
     schedule = build_schedule(config, steps_per_epoch(config, len(data.train)))
     while state.epoch < config.epochs:
-        record = _train_epoch(state, data, schedule, callbacks)
+        # Overflow shows up as a non-finite loss, which stops training with advice; no warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            record = _train_epoch(state, data, schedule, callbacks)
         improved = record.val_accuracy > state.best_accuracy
         if improved:
             state.best_accuracy, state.best_epoch = record.val_accuracy, record.epoch

@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..data import Dataset
-from ..train import Callback, EpochRecord, TrainState, train
+from ..train import Callback, EpochRecord, TrainingDiverged, TrainState, train
 from .plan import Plan, _checked, _label
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -231,6 +231,10 @@ def run_trial(trial: optuna.Trial, plan: Plan, data: Dataset) -> float:
     started = time.perf_counter()
     try:
         state = train(config, data, [_Reporter(trial)])
+    except TrainingDiverged as err:
+        # A config that diverges is a finding, not a crash: keep the best epoch before it, if any.
+        trial.set_user_attr("diverged", str(err))
+        return float(trial.user_attrs.get("val_accuracy", 0.0))
     finally:
         trial.set_user_attr("seconds", time.perf_counter() - started)
     return state.best_accuracy

@@ -28,7 +28,8 @@ def rows(study: optuna.Study, plan: Plan) -> list[dict[str, Any]]:
         if plan.points is not None and point is None:
             continue
         params = plan.points[point].params if plan.points is not None and point is not None else trial.params
-        row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower()}
+        state = "diverged" if trial.user_attrs.get("diverged") else trial.state.name.lower()
+        row: dict[str, Any] = {"trial": trial.number, "state": state}
         if plan.points is not None:
             row["point"] = point
             row["label"] = plan.points[point].label  # type: ignore[index]
@@ -37,8 +38,9 @@ def rows(study: optuna.Study, plan: Plan) -> list[dict[str, Any]]:
         result.append(row)
     if plan.points is not None:
         # a point re-run after a crash has a failed attempt too: keep only its finished one where there is one
-        finished = {r["point"] for r in result if r["state"] in ("complete", "pruned")}
-        result = [r for r in result if r["state"] in ("complete", "pruned") or r["point"] not in finished]
+        done = ("complete", "pruned", "diverged")
+        finished = {r["point"] for r in result if r["state"] in done}
+        result = [r for r in result if r["state"] in done or r["point"] not in finished]
         result.sort(key=lambda r: (r["point"], r["trial"]))
     return result
 
