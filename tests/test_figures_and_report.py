@@ -20,8 +20,8 @@ def drawn_run(small_run, small_data, tmp_path_factory):
 
 EXPECTED_SIZES = {  # roughly (width, height) in pixels at 120 dpi; legible at normal size
     "curves": (1700, 480),
-    "weights": (500, 500),
-    "learned": (500, 500),
+    "weights": (770, 830),  # 8 x 8 tiles of 0.8 in at 120 dpi, plus the title
+    "learned": (770, 830),
     "biases": (650, 450),
     "confusion": (900, 800),
     "per_class": (800, 500),

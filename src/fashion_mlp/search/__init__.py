@@ -3,6 +3,7 @@
 from .engine import open_storage, open_study, reconcile, work
 from .plan import REPORT_SWEEP, REPORT_TABLE_1, Plan, Point, grid_plan, sweep_plan, tpe_plan
 from .results import best_config, progress_line, rows, write_results
+from .workers import run_workers, without_test
 
 __all__ = [
     "REPORT_SWEEP",
@@ -16,8 +17,10 @@ __all__ = [
     "progress_line",
     "reconcile",
     "rows",
+    "run_workers",
     "sweep_plan",
     "tpe_plan",
+    "without_test",
     "work",
     "write_results",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ..config import TrainConfig
 from ..data import Dataset
 from ..train import Callback, EpochRecord, TrainingDiverged, TrainState, train
 from .plan import Plan, _checked, _label
@@ -76,15 +77,22 @@ def open_study(plan: Plan, storage: optuna.storages.BaseStorage, name: str) -> o
         else optuna.pruners.NopPruner(),
     )
     recorded = study.user_attrs.get("plan")
-    described = {"mode": plan.mode, "total": plan.total, "base": plan.base.to_dict()}
     if recorded is None:
-        study.set_user_attr("plan", described)
-    elif recorded != described:
+        study.set_user_attr("plan", {"mode": plan.mode, "total": plan.total, "base": plan.base.to_dict()})
+    elif (recorded["mode"], recorded["total"]) != (plan.mode, plan.total) or _base_of(recorded) != plan.base:
         raise ValueError(
             f"study {name!r} was started with a different search "
             f"({recorded['mode']}, {recorded['total']} trials); use another --study name"
         )
     return study
+
+
+def _base_of(recorded: dict[str, Any]) -> TrainConfig | None:
+    """The base config a study was started with (settings added since then take their defaults)."""
+    try:
+        return TrainConfig.from_dict(recorded["base"], "the study's base config")
+    except ValueError:
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

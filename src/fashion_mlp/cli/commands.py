@@ -1,0 +1,226 @@
+"""What each subcommand does: build a config, call the API, print for a person."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import checkpoint, data, figures, report, runs
+from ..config import make_config
+from ..evaluation import evaluate
+from ..train import Callback, EpochRecord, TrainState, steps_per_epoch
+from .parser import CONFIG_FLAGS, UsageError
+
+
+def _load_data(args: argparse.Namespace, val_size: int = 15_000, split_seed: int = 0) -> data.Dataset:
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    return data.load(args.data_dir, val_size, split_seed, not args.no_download, log)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    located = data.locate(args.data_dir, not args.no_download, lambda m: print(m, file=sys.stderr))
+    data.verify(located)
+    print(f"Fashion-MNIST found: {located.source}")
+    for key, path in located.paths.items():
+        print(f"  {key:<13} {path}  verified (SHA-256 of decompressed data)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    state: TrainState | None = None
+    if args.resume is not None:
+        run_dir = args.resume
+        if not (run_dir / "last.npz").is_file():
+            raise UsageError(f"{run_dir}: no last.npz to resume from")
+        state = runs.load_state(run_dir)
+        config = state.config
+    else:
+        overrides = {name: getattr(args, name) for name in CONFIG_FLAGS}
+        if overrides["hidden_sizes"] is not None:
+            overrides["hidden_sizes"] = tuple(overrides["hidden_sizes"])
+        config = make_config(args.preset, args.config, **overrides)
+        run_dir = runs.new_run_dir(args.runs_dir, args.name)
+    dataset = _load_data(args, config.val_size, config.split_seed)
+    progress: list[Callback] = [] if args.quiet else [Progress(config, len(dataset.train))]
+    print(f"run folder: {run_dir}")
+    summary = runs.run(config, dataset, run_dir, progress, state)
+    print(
+        f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}; "
+        f"test accuracy {summary['test_accuracy']:.4f}, test loss {summary['test_loss']:.4f}; "
+        f"{summary['train_samples_per_second']:,.0f} training samples/s, "
+        f"{summary['wall_seconds']:.1f} s in all"
+    )
+    if not args.no_plots:
+        figures.draw(run_dir, dataset.test)
+        _, page = report.write(run_dir)
+        print(f"figures in {run_dir / 'figures'}; report: {page}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .. import search
+
+    if args.trials is not None and args.space is None:
+        raise UsageError("search: --trials needs --space FILE.toml")
+    preset = args.preset or ("report" if args.sweep == "report" else "default")
+    base = make_config(preset, args.config, epochs=args.epochs)
+    if args.sweep is not None:
+        plan, study_name = search.sweep_plan(args.sweep, base), f"sweep-{args.sweep}"
+    elif args.grid is not None:
+        plan, study_name = search.grid_plan(args.grid, base), f"grid-{args.grid.stem}"
+    else:
+        plan, study_name = search.tpe_plan(args.space, args.trials, base), f"tpe-{args.space.stem}"
+    study_name = args.study or study_name
+    search_dir = args.dir or Path("searches") / study_name
+    study = search.open_study(plan, search.open_storage(args.storage, search_dir), study_name)
+    started = time.time()
+    search.reconcile(study, plan, args.stale_after)  # enqueue the work before any worker starts
+
+    def report_progress() -> None:
+        if not args.worker:
+            print(search.progress_line(study, plan, started), flush=True)
+
+    if args.workers > 1:
+        args.study, args.dir = study_name, search_dir  # every worker joins this study
+        _run_workers(args, study, plan, started)
+    else:
+        dataset = search.without_test(_load_data(args, base.val_size, base.split_seed), args.limit_train)
+        search.work(study, plan, dataset, args.stale_after, on_trial_end=report_progress)
+    if not args.worker:
+        paths = search.write_results(study, plan, search_dir, time.time() - started)
+        print(search.progress_line(study, plan, started))
+        print("results: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, study: Any, plan: Any, started: float) -> None:
+    """Run --workers processes of this same search, printing progress whenever a trial finishes."""
+    from .. import search
+
+    last = ""
+
+    def show() -> None:
+        nonlocal last
+        line = search.progress_line(study, plan, started)
+        if line.split(";")[0] != last:
+            print(line, flush=True)
+            last = line.split(";")[0]
+
+    search.run_workers(["-m", "fashion_mlp", *_search_argv(args), "--worker"], args.workers, show)
+
+
+def _search_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker of this search."""
+    argv = ["search", "--study", args.study, "--stale-after", str(args.stale_after)]
+    for flag, value in (("--sweep", args.sweep), ("--grid", args.grid), ("--trials", args.trials),
+                        ("--space", args.space), ("--preset", args.preset), ("--config", args.config),
+                        ("--epochs", args.epochs), ("--storage", args.storage), ("--dir", args.dir),
+                        ("--limit-train", args.limit_train), ("--data-dir", args.data_dir)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv + (["--no-download"] if args.no_download else [])
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    _check_run_dir(args.run_dir)
+    paths = figures.draw(args.run_dir, _load_run_data(args).test)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _check_run_dir(args.run_dir)
+    if not all(path.is_file() for path in figures.figure_paths(args.run_dir).values()):
+        figures.draw(args.run_dir, _load_run_data(args).test)
+    for path in report.write(args.run_dir, args.search):
+        print(path)
+    return 0
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory")
+
+
+def _load_run_data(args: argparse.Namespace) -> data.Dataset:
+    config = runs.read_json(args.run_dir / "config.json")
+    return _load_data(args, config.get("val_size", 15_000), config.get("split_seed", 0))
+
+
+class Progress(Callback):
+    """A tqdm bar per epoch on a terminal; one plain line per epoch otherwise."""
+
+    def __init__(self, config: Any, n_train: int) -> None:
+        self.config = config
+        self.steps = steps_per_epoch(config, n_train)
+        self.bar: Any = None
+        self.interactive = sys.stderr.isatty()
+
+    def on_step(self, state: TrainState, loss: float) -> None:
+        if not self.interactive:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.steps,
+                desc=f"epoch {state.epoch + 1}/{self.config.epochs}",
+                leave=False,
+                unit="step",
+            )
+        self.bar.update(1)
+        if state.step % 20 == 0:
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+
+    def on_epoch_end(self, state: TrainState, record: EpochRecord, improved: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        print(
+            f"epoch {record.epoch:>3}/{self.config.epochs}  train loss {record.train_loss:.4f} "
+            f"acc {record.train_accuracy:.4f}  val loss {record.val_loss:.4f} "
+            f"acc {record.val_accuracy:.4f}  lr {record.lr:.4g}  {record.seconds:.2f} s"
+            + ("  *best" if improved else ""),
+            flush=True,
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    loaded = checkpoint.load(args.checkpoint)
+    config = loaded.meta.get("config", {})
+    dataset = _load_data(args, config.get("val_size", 15_000), config.get("split_seed", 0))
+    split = getattr(dataset, args.split)
+    result = evaluate(loaded.model, split.x, split.y)
+    print(f"{args.split}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} ({len(split):,} images)")
+    print("per-class accuracy:")
+    for name, acc in zip(data.CLASS_NAMES, result.per_class_accuracy):
+        print(f"  {name:<12} {acc:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted):")
+    print("  " + " ".join(f"{i:>5}" for i in range(len(data.CLASS_NAMES))))
+    for i, row in enumerate(result.confusion):
+        print(f"{i:>2}" + " ".join(f"{n:>5}" for n in row) + f"  {data.CLASS_NAMES[i]}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..images import load_image
+
+    loaded = checkpoint.load(args.checkpoint)
+    norm = loaded.meta.get("normalisation", runs.NORMALISATION)
+    names = loaded.meta.get("class_names", data.CLASS_NAMES)
+    images = np.stack([load_image(path) for path in args.images])
+    x = (images.reshape(len(images), -1).astype(np.float32) - norm["offset"]) / norm["scale"]
+    probabilities = loaded.model.predict_proba(x)
+    for path, probs in zip(args.images, probabilities):
+        top = np.argsort(probs)[::-1][: args.top_k]
+        ranked = ", ".join(f"{names[i]} {probs[i]:.3f}" for i in top)
+        print(f"{path}: {ranked}")
+    return 0

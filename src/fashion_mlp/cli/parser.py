@@ -1,0 +1,276 @@
+"""The command line's grammar: every subcommand, option and help text; no behaviour."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .. import __version__
+from ..config import OPTIMIZERS, PRESETS
+from ..nn import INITS, SCHEDULES
+
+
+class UsageError(Exception):
+    """A bad flag, value or path: one line on stderr, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="fashion-mlp", description="A from-scratch NumPy MLP for Fashion-MNIST.")
+    parser.add_argument("--version", action="version", version=f"fashion-mlp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = commands.add_parser("data", help="find, download and verify Fashion-MNIST")
+    _add_data_options(p)
+    p.set_defaults(handler="data")
+
+    p = commands.add_parser("train", help="train a network, evaluate it on the test set, write a run")
+    _add_train_options(p)
+    _add_data_options(p)
+    p.set_defaults(handler="train")
+
+    p = commands.add_parser("search", help="tune hyperparameters on validation accuracy (Optuna)")
+    _add_search_options(p)
+    _add_data_options(p)
+    p.set_defaults(handler="search")
+
+    p = commands.add_parser("plot", help="draw a run's figures into RUN_DIR/figures/")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by train")
+    _add_data_options(p)
+    p.set_defaults(handler="plot")
+
+    p = commands.add_parser("report", help="write RUN_DIR/report.md and a self-contained report.html")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by train")
+    p.add_argument(
+        "--search",
+        type=Path,
+        metavar="SEARCH_DIR",
+        help="also include the results table of this hyperparameter search",
+    )
+    _add_data_options(p)
+    p.set_defaults(handler="report")
+
+    p = commands.add_parser("evaluate", help="score a checkpoint on a split")
+    p.add_argument("checkpoint", type=Path, help="a .npz checkpoint written by train")
+    p.add_argument(
+        "--split",
+        choices=("test", "val", "train"),
+        default="test",
+        help="which split to score (default: test); val and train are the run's own split",
+    )
+    _add_data_options(p)
+    p.set_defaults(handler="evaluate")
+
+    p = commands.add_parser("predict", help="classify PNG or JPEG images")
+    p.add_argument("checkpoint", type=Path, help="a .npz checkpoint written by train")
+    p.add_argument("images", type=Path, nargs="+", help="PNG or JPEG files of any size and colour")
+    p.add_argument(
+        "--top-k",
+        type=_int_in(1, 10),
+        default=1,
+        metavar="K",
+        help="print the K most likely classes of each image (1-10, default 1)",
+    )
+    p.set_defaults(handler="predict")
+    return parser
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with the four Fashion-MNIST files (default: $FASHION_MNIST_DIR, "
+        "the user cache, then /usr/share/datasets/fashion-mnist)",
+    )
+    p.add_argument(
+        "--no-download", action="store_true", help="fail rather than download when the data is not found"
+    )
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    run = p.add_argument_group("run")
+    run.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="starting settings: 'default' is our best recipe, 'report' the report's "
+        "Table 2 (default: default)",
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE.toml",
+        help="a TOML file of settings (names as below, with underscores); flags override it",
+    )
+    run.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs"),
+        metavar="DIR",
+        help="where run folders go (default: runs)",
+    )
+    run.add_argument("--name", help="the run folder's name (default: a timestamp)")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last.npz; other settings are ignored",
+    )
+    run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="skip the figures and report.html that train otherwise writes at its end",
+    )
+
+    net = p.add_argument_group("network and training (each overrides the preset)")
+    net.add_argument(
+        "--hidden",
+        type=_int_in(1, 16384),
+        nargs="+",
+        dest="hidden_sizes",
+        metavar="N",
+        help="hidden layer widths, e.g. --hidden 128 128 (two ReLU layers)",
+    )
+    net.add_argument(
+        "--init", choices=list(INITS), help="weight initialisation: he, or small = N(0, 0.01^2) as the report"
+    )
+    net.add_argument("--epochs", type=int, help="passes over the training set")
+    net.add_argument("--batch-size", type=int, help="images per mini-batch step")
+    net.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd (with momentum) or adam")
+    net.add_argument("--lr", type=float, help="initial learning rate")
+    net.add_argument("--momentum", type=float, help="SGD momentum mu in v = mu*v + lr*g")
+    net.add_argument(
+        "--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum"
+    )
+    net.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning-rate schedule: inverse_time lr/(1+decay*step), constant, "
+        "step (x gamma every --step-epochs) or cosine",
+    )
+    net.add_argument("--decay", type=float, help="inverse_time decay per mini-batch step")
+    net.add_argument("--warmup-epochs", type=float, help="epochs of linear warm-up before the schedule")
+    net.add_argument("--step-epochs", type=int, help="step schedule: epochs between drops")
+    net.add_argument("--gamma", type=float, help="step schedule: factor at each drop")
+    net.add_argument("--l2", type=float, help="L2 strength on weights (not biases)")
+    net.add_argument("--dropout", type=float, help="dropout rate after each hidden layer, in [0, 1)")
+    net.add_argument("--input-dropout", type=float, help="dropout rate of the input pixels, in [0, 1)")
+    net.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips and shifts of up to --max-shift pixels",
+    )
+    net.add_argument("--max-shift", type=int, help="augmentation shift in pixels, 0-8 (0: flips only)")
+    net.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="train towards (1 - e) * onehot + e / 10 instead of onehot, e in [0, 1)",
+    )
+    net.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a better validation accuracy (0: never)",
+    )
+    net.add_argument("--val-size", type=int, help="images held out of the 60,000 for validation")
+    net.add_argument("--split-seed", type=int, help="seed of the train/validation split")
+    net.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout")
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    what = p.add_argument_group("what to search (choose one)").add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--sweep",
+        metavar="NAME",
+        help="one factor at a time around the base; 'report' is the report's Table 1 (24 runs)",
+    )
+    what.add_argument(
+        "--grid",
+        type=Path,
+        metavar="FILE.toml",
+        help="every combination of the values listed, e.g. lr = [0.1, 1.0] under [grid]",
+    )
+    what.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        help="N trials sampled by TPE from the ranges in --space, pruning laggards early",
+    )
+    p.add_argument(
+        "--space",
+        type=Path,
+        metavar="FILE.toml",
+        help="with --trials: ranges, e.g. lr = {low = 0.01, high = 1.0, log = true}",
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="the base config each trial starts from (default: report for --sweep report, else default)",
+    )
+    p.add_argument("--config", type=Path, metavar="FILE.toml", help="base settings from a TOML file")
+    p.add_argument("--epochs", type=int, help="override the base config's epochs")
+    p.add_argument(
+        "--study",
+        help="the study's name; machines sharing a --storage and a name split the work "
+        "(default: from the search, e.g. sweep-report)",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="a shared database, e.g. postgresql://user@host/db (default: a journal file in "
+        "the search directory, safe for several processes on one machine)",
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        metavar="SEARCH_DIR",
+        help="where results.csv, results.md and best.toml go (default: searches/<study>)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_int_in(1, 64),
+        default=1,
+        help="worker processes on this machine, each with one BLAS thread (default 1)",
+    )
+    p.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        help="train each trial on only the first N training images (quick searches)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a running trial silent this long (or whose process is gone, on this machine) "
+        "is run again (default 120)",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+
+
+CONFIG_FLAGS = (
+    "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
+    "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout", "augment",
+    "max_shift", "label_smoothing", "patience", "val_size", "split_seed", "seed",
+)  # fmt: skip
+
+
+def _int_in(low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
