@@ -7,6 +7,20 @@ def test_report_preset_is_the_reports_table_2():
     report = PRESETS["report"]
     assert report.hidden_sizes == (128, 128) and report.batch_size == 128 and report.epochs == 10
     assert (report.lr, report.decay, report.momentum, report.l2) == (1.0, 0.1, 0.8, 0.0)
+    assert (report.optimizer, report.schedule, report.nesterov, report.init) == (
+        "sgd",
+        "inverse_time",
+        False,
+        "small",
+    )
+    # nothing the report did not have, however the defaults change
+    assert (report.dropout, report.input_dropout, report.label_smoothing, report.warmup_epochs) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert not report.augment and report.patience == 0
 
 
 def test_flags_override_a_file_which_overrides_the_preset(tmp_path):

@@ -178,6 +178,13 @@ PRESETS: dict[str, TrainConfig] = {
         schedule="inverse_time",
         decay=0.1,
         l2=0.0,
+        # and none of what the report did not have, whatever the defaults become
+        warmup_epochs=0.0,
+        dropout=0.0,
+        input_dropout=0.0,
+        augment=False,
+        label_smoothing=0.0,
+        patience=0,
     ),
 }
 
