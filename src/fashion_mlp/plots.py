@@ -44,21 +44,30 @@ def training_curves(metrics: dict[str, np.ndarray], lr_per_step: np.ndarray, pat
 def first_layer_weights(
     weights: np.ndarray, path: Path, max_neurons: int = 256, what: str = "First hidden layer weights"
 ) -> Path:
-    """Each first-layer neuron's 784 input weights as a 28x28 image, on a colour map centred on zero."""
+    """Each first-layer neuron's 784 input weights as a 28x28 tile, on a colour map centred on zero.
+
+    One mosaic image (tiles separated by white gaps) rather than one axes per neuron: far lighter.
+    """
     n = min(weights.shape[1], max_neurons)
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    height = rows * 0.8 + 0.5
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, height), squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / height, wspace=0.06, hspace=0.06)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            image = weights[:, i].reshape(28, 28)
-            limit = float(np.abs(image).max()) or 1.0  # each neuron on its own symmetric scale
-            ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    tiles = weights[:, :n].T.reshape(n, 28, 28)
+    tiles = tiles / np.maximum(np.abs(tiles).max(axis=(1, 2), keepdims=True), 1e-12)  # each on its own scale
+    mosaic = np.full((rows * 29 - 1, cols * 29 - 1), np.nan, dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        mosaic[r * 29 : r * 29 + 28, c * 29 : c * 29 + 28] = tile
+    colours = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    fig, ax = plt.subplots(figsize=(cols * 0.8, rows * 0.8 + 0.6))
+    image = ax.imshow(mosaic, cmap=colours, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
     shown = f"{n} of {weights.shape[1]}" if n < weights.shape[1] else f"all {n}"
-    fig.suptitle(f"{what} ({shown} neurons; red positive, blue negative)", y=0.995)
+    ax.set_xlabel(
+        f"{shown} neurons; each tile is one neuron's 28x28 input weights, scaled to its own maximum"
+    )
+    ax.set_title(what)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label="weight / neuron's largest |weight|")
     return _save(fig, path)
 
 
