@@ -81,12 +81,13 @@ def matmul_gflops(repeats: int = 7, n: int = 2048) -> float:
 def peak_train_memory_mb() -> tuple[float, float]:
     """Peak resident memory (MB) and wall time of `fashion-mlp train` (default preset, full data).
 
-    The child reports its own ru_maxrss: RUSAGE_CHILDREN would also count the pages a forked child
-    shares with this (large, torch-laden) process before it execs.
+    The child reports VmHWM, its own address space's high-water mark. ru_maxrss would not do: Linux
+    folds the pre-exec image's peak into it, and that image is a fork of this torch-laden process.
     """
     report = (
-        "import resource, sys; from fashion_mlp.cli import main; code = main(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)"
+        "import sys; from fashion_mlp.cli import main; code = main(sys.argv[1:]); "
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+        "print(int(hwm) / 1024, file=sys.stderr); sys.exit(code)"
     )
     with tempfile.TemporaryDirectory() as runs_dir:
         start = time.perf_counter()
@@ -98,7 +99,7 @@ def peak_train_memory_mb() -> tuple[float, float]:
             text=True,
         )
         wall = time.perf_counter() - start
-    return int(child.stderr.strip().splitlines()[-1]) / 1024, wall
+    return float(child.stderr.strip().splitlines()[-1]), wall
 
 
 def main() -> None:
