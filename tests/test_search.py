@@ -233,3 +233,23 @@ def test_a_diverging_config_is_recorded_not_fatal(tmp_path, capsys):
     assert "lr=50, momentum=0.9 (diverged)" in (tmp_path / "s" / "results.md").read_text()
     study = load_study(tmp_path / "s", "grid-grid")
     assert "lower the learning rate" in study.trials[1].user_attrs["diverged"]
+
+
+def test_a_cut_off_tpe_trial_is_retried_once_per_attempt(tmp_path):
+    storage = search.open_storage(None, tmp_path)
+    plan = search.tpe_plan(_space(tmp_path), 4, PRESETS["default"])
+    study = search.open_study(plan, storage, "retry")
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.01, 0.2, log=True)})
+    study._storage.set_trial_user_attr(trial._trial_id, "pid", 2**22 + 12345)  # a process that is gone
+    study._storage.set_trial_user_attr(trial._trial_id, "host", socket.gethostname())
+    for _ in range(2):  # reconciling twice enqueues one retry, not two
+        search.reconcile(study, plan, stale_after=3600)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["attempt"] == 2
+    assert study.get_trials(states=(TrialState.FAIL,))[0].number == trial.number
+
+
+def _space(folder: Path) -> Path:
+    path = folder / "space.toml"
+    path.write_text("[space]\nlr = {low = 0.01, high = 0.2, log = true}\n")
+    return path

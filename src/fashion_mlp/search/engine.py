@@ -9,6 +9,7 @@ The test set is never loaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -28,6 +29,7 @@ from .plan import Plan, _checked, _label
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "best_epoch", "seconds")
+MAX_ATTEMPTS = 3  # a TPE trial's parameters are tried at most this often
 
 
 def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStorage:
@@ -122,21 +124,19 @@ def reconcile(study: optuna.Study, plan: Plan, stale_after: float) -> None:
     """Fail stale running trials; enqueue every point (or cut-off TPE trial) that is neither done nor live."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _is_stale(trial, stale_after):
-            try:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker did it
                 study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                if plan.points is None and trial.params:
-                    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker got there first
     if plan.points is None:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if (
-                trial.params
-                and not trial.user_attrs.get("retried")
-                and not trial.user_attrs.get("superseded")
-            ):
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-                study._storage.set_trial_user_attr(trial._trial_id, "retried", True)
+        # TPE: run a cut-off trial's parameters again, at most MAX_ATTEMPTS times in all. A finished
+        # trial can't be marked, so each retry names the trial it retries.
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        for trial in trials:
+            attempt = int(trial.user_attrs.get("attempt", 1))
+            wanted = trial.state == TrialState.FAIL and trial.params and trial.number not in retried
+            if wanted and attempt < MAX_ATTEMPTS and not trial.user_attrs.get("superseded"):
+                retry = {"retry_of": trial.number, "attempt": attempt + 1}
+                study.enqueue_trial(trial.params, user_attrs=retry)
         return
     live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
     covered = {_point_of(t) for t in study.get_trials(deepcopy=False, states=live)}
