@@ -98,3 +98,14 @@ def test_the_seed_recreates_the_initial_weights():
         np.testing.assert_array_equal(a.value, b.value)
     other = build_model(config.replace(seed=6), np.random.default_rng(6))
     assert not np.array_equal(other.linears[0].weight.value, state.model.linears[0].weight.value)
+
+
+def test_per_class_scores_from_a_confusion_matrix():
+    from fashion_mlp.evaluation import confusion_matrix, per_class_scores
+
+    confusion = confusion_matrix(np.array([0, 0, 0, 1, 1, 2]), np.array([0, 0, 1, 1, 0, 1]), 3)
+    assert confusion.tolist() == [[2, 1, 0], [1, 1, 0], [0, 1, 0]]
+    precision, recall, f1 = per_class_scores(confusion)
+    np.testing.assert_allclose(precision, [2 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(recall, [2 / 3, 1 / 2, 0])
+    np.testing.assert_allclose(f1, [2 / 3, 0.4, 0])  # class 2 never predicted nor right: 0, not NaN

@@ -21,16 +21,17 @@ class Evaluation:
     @property
     def per_class_accuracy(self) -> np.ndarray:
         """Recall of each class: correct / true count."""
-        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)
+        return per_class_scores(self.confusion)[1]
 
-    @property
-    def precision(self) -> np.ndarray:
-        return np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=0), 1)
 
-    @property
-    def f1(self) -> np.ndarray:
-        p, r = self.precision, self.per_class_accuracy
-        return np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+def per_class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall (per-class accuracy) and F1 of each class, from (true, predicted) counts."""
+    hits = np.diag(confusion).astype(np.float64)
+    precision = hits / np.maximum(confusion.sum(axis=0), 1)
+    recall = hits / np.maximum(confusion.sum(axis=1), 1)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(both), where=both > 0)
+    return precision, recall, f1
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 from . import checkpoint, plots, runs
 from .config import TrainConfig
 from .data import CLASS_NAMES, Split
+from .evaluation import per_class_scores
 from .train import build_model, build_schedule, steps_per_epoch
 
 FIGURES = {
@@ -54,8 +55,7 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
 
     confusion = np.array(summary["test_confusion"])
     plots.confusion_matrix(confusion, CLASS_NAMES, paths["confusion"])
-    recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-    plots.per_class_accuracy(recall, CLASS_NAMES, paths["per_class"])
+    plots.per_class_accuracy(per_class_scores(confusion)[1], CLASS_NAMES, paths["per_class"])
 
     probabilities = model.predict_proba(test.x)
     predicted = probabilities.argmax(axis=1)

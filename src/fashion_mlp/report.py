@@ -18,6 +18,7 @@ import numpy as np
 from . import runs
 from .checkpoint import atomic_write_bytes
 from .data import CLASS_NAMES
+from .evaluation import per_class_scores
 from .figures import figure_paths
 
 CAPTIONS = {
@@ -105,10 +106,7 @@ def _results_table(summary: dict[str, Any]) -> Table:
 
 
 def _per_class_table(confusion: np.ndarray) -> Table:
-    tp = np.diag(confusion).astype(float)
-    precision = tp / np.maximum(confusion.sum(axis=0), 1)
-    recall = tp / np.maximum(confusion.sum(axis=1), 1)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    precision, recall, f1 = per_class_scores(confusion)
     rows = [
         [name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", str(int(n))]
         for name, p, r, f, n in zip(CLASS_NAMES, precision, recall, f1, confusion.sum(axis=1))
