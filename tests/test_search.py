@@ -219,7 +219,9 @@ def test_two_machines_share_one_study_through_postgresql(tmp_path, postgres_url)
     for machine in machines:
         _, err = machine.communicate(timeout=300)
         assert machine.returncode == 0, err
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    study = optuna.load_study(
+        study_name="shared", storage=postgres_url.replace("postgresql:", "postgresql+psycopg:")
+    )
     assert completed_points(study) == [0, 1, 2, 3, 4, 5]
     assert len({t.user_attrs["pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))}) == 2
     assert (tmp_path / "machine0" / "results.csv").read_text().count("\n") == 7

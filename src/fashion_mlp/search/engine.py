@@ -41,6 +41,10 @@ def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStora
         return optuna.storages.JournalStorage(JournalFileBackend(str(search_dir / "journal.log")))
     if not url.startswith(("postgresql://", "postgresql+", "sqlite:///", "mysql")):
         raise ValueError(f"--storage {url!r}: expected a postgresql://, mysql:// or sqlite:/// URL")
+    given = url  # what the user typed, for messages
+    if url.startswith("postgresql://"):
+        # The driver we install (psycopg 3); SQLAlchemy's default for plain postgresql:// varies by version.
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
@@ -54,7 +58,7 @@ def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStora
                 time.sleep(random.uniform(0.2, 1.0))
                 continue
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"cannot use storage {_hide_password(url)}: {first}") from None
+            raise ValueError(f"cannot use storage {_hide_password(given)}: {first}") from None
     raise AssertionError("unreachable")
 
 
