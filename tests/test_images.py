@@ -38,3 +38,28 @@ def test_unreadable_and_missing_images_are_named(tmp_path):
         load_image(tmp_path / "notes.png")
     with pytest.raises(FileNotFoundError, match="no such image"):
         load_image(tmp_path / "none.png")
+
+
+@pytest.mark.parametrize(
+    "size, colour", [((50, 50), (255, 255, 255)), ((1, 1), (0, 0, 0)), ((40, 30), (90, 90, 90))]
+)
+def test_a_blank_image_is_refused_rather_than_guessed(tmp_path, size, colour):
+    Image.new("RGB", size, colour).save(tmp_path / "blank.png")
+    with pytest.raises(ValueError, match="blank.png: the image is blank"):
+        load_image(tmp_path / "blank.png")
+
+
+def test_a_16_bit_and_a_palette_image_are_read(tmp_path):
+    pixels = np.zeros((60, 40), dtype=np.uint16)
+    pixels[10:50, 10:30] = 4_000  # well above 255: scaled, not clipped to a white silhouette
+    pixels[20:30, 15:25] = 2_000
+    Image.fromarray(pixels).save(tmp_path / "deep.png")
+    palette = Image.new("P", (40, 40), 0)
+    palette.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    palette.paste(1, (10, 5, 30, 35))
+    palette.save(tmp_path / "palette.png")
+    for name in ("deep.png", "palette.png"):
+        image = load_image(tmp_path / name)  # both garments are tall: dark margins left and right
+        assert image.max() > 200 and image[:, 0].max() < 40 and image[:, -1].max() < 40, name
+    deep = load_image(tmp_path / "deep.png")
+    assert 100 < deep[8:13, 12:16].max() < 160  # the 2,000 patch (rows 7-14, columns 11-17) is half as bright

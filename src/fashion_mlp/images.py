@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 SIDE = 28
 MAX_PIXELS = 50_000_000  # refuse decompression bombs
+MIN_CONTRAST = 8.0  # grey levels between the darkest and lightest pixel; less is a blank image
 
 
 def load_image(path: str | Path) -> np.ndarray:
@@ -22,13 +23,24 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            gray = _flatten_alpha(img).convert("L")
+            pixels = _grayscale(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: not a readable PNG or JPEG image ({err})") from None
-    pixels = np.asarray(gray, dtype=np.float32)
-    return to_fashion_mnist(pixels)
+    try:
+        return to_fashion_mnist(pixels)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _grayscale(img: Image.Image) -> np.ndarray:
+    """Float pixels in 0-255. 16-bit and float images are scaled to that range, not clipped."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        pixels = np.asarray(img, dtype=np.float32)
+        low, high = float(pixels.min()), float(pixels.max())
+        return (pixels - low) * (255.0 / max(high - low, 1e-6))
+    return np.asarray(_flatten_alpha(img).convert("L"), dtype=np.float32)
 
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
@@ -41,16 +53,16 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
 
 
 def to_fashion_mnist(pixels: np.ndarray) -> np.ndarray:
-    """Grayscale float pixels (H, W) in 0-255 to uint8 (28, 28) in Fashion-MNIST's layout."""
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if np.median(border) > 127:  # light background: invert so the garment is light on dark
+    """Grayscale float pixels (H, W) in 0-255 to uint8 (28, 28) in Fashion-MNIST's layout.
+
+    Raises ValueError for an image of one colour: there is no garment in it to classify.
+    """
+    if float(pixels.max() - pixels.min()) < MIN_CONTRAST:
+        raise ValueError("the image is blank (a single colour); there is no garment to classify")
+    if np.median(_border(pixels)) > 127:  # light background: invert so the garment is light on dark
         pixels = 255.0 - pixels
-    background = float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
-    pixels = np.clip(pixels - background, 0, None)
-    peak = pixels.max()
-    if peak <= 0:
-        return np.zeros((SIDE, SIDE), dtype=np.uint8)
-    pixels *= 255.0 / peak
+    pixels = np.clip(pixels - float(np.median(_border(pixels))), 0, None)
+    pixels *= 255.0 / max(float(pixels.max()), 1e-6)
     rows, cols = np.nonzero(pixels > 0.1 * 255)
     pixels = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     height, width = pixels.shape
@@ -61,3 +73,7 @@ def to_fashion_mnist(pixels: np.ndarray) -> np.ndarray:
     top, left = (SIDE - new_size[1]) // 2, (SIDE - new_size[0]) // 2
     canvas[top : top + new_size[1], left : left + new_size[0]] = np.asarray(resized)
     return canvas
+
+
+def _border(pixels: np.ndarray) -> np.ndarray:
+    return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
