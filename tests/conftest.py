@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fashion_mlp import data
+from fashion_mlp import data, idx
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode uint8 images (N, 28, 28) or labels (N,) as IDX."""
     if array.ndim == 3:
-        header = struct.pack(">IIII", data.IMAGE_MAGIC, *array.shape)
+        header = struct.pack(">IIII", idx.IMAGE_MAGIC, *array.shape)
     else:
-        header = struct.pack(">II", data.LABEL_MAGIC, len(array))
+        header = struct.pack(">II", idx.LABEL_MAGIC, len(array))
     return header + array.astype(np.uint8).tobytes()
 
 

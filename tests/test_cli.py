@@ -8,6 +8,7 @@ from PIL import Image
 
 from fashion_mlp import data
 from fashion_mlp.cli import main
+from fashion_mlp.idx import read_idx
 
 
 def run_cli(capsys, *argv):
@@ -98,7 +99,7 @@ def test_train_writes_a_run_and_evaluate_reports_it(capsys, tmp_path):
 
 def test_predict_agrees_with_the_model_on_real_test_images(capsys, tmp_path, small_run, real_data):
     """Test images saved as large, inverted PNGs go through the image pipeline and keep their class."""
-    raw = data.read_idx(data.locate(allow_download=False).paths["test-images"])[:30]
+    raw = read_idx(data.locate(allow_download=False).paths["test-images"])[:30]
     paths = []
     for i, image in enumerate(raw):
         path = tmp_path / f"{i}.png"

@@ -23,6 +23,8 @@ from fashion_mlp.train import train
 
 GRID = "[grid]\nlr = [0.02, 0.05]\nhidden_sizes = [[32], [48, 16]]\n"
 FAST = ["--epochs", "2", "--limit-train", "3000", "--no-download"]
+# Trials of about a second, so that a worker starting a moment late still finds work to share.
+SHARED = ["--epochs", "3", "--limit-train", "12000", "--no-download"]
 
 
 def write_grid(folder: Path, text: str = GRID) -> Path:
@@ -126,7 +128,7 @@ def test_kill_9_then_rerun_loses_nothing_and_runs_each_point_once(tmp_path):
 
 def test_two_workers_cover_the_grid_with_nothing_lost(tmp_path):
     grid = write_grid(tmp_path, "[grid]\nlr = [0.02, 0.05, 0.1]\nhidden_sizes = [[32], [64]]\n")
-    result = cli("search", "--grid", grid, "--dir", tmp_path / "s", "--workers", "2", *FAST)
+    result = cli("search", "--grid", grid, "--dir", tmp_path / "s", "--workers", "2", *SHARED)
     assert result.returncode == 0, result.stderr
     study = load_study(tmp_path / "s", "grid-grid")
     assert completed_points(study) == [0, 1, 2, 3, 4, 5]
@@ -211,7 +213,7 @@ def test_two_machines_share_one_study_through_postgresql(tmp_path, postgres_url)
     machines = [
         subprocess.Popen(
             [sys.executable, "-m", "fashion_mlp", "search", "--grid", str(grid), "--storage", postgres_url,
-             "--study", "shared", "--dir", str(tmp_path / f"machine{i}"), *FAST],
+             "--study", "shared", "--dir", str(tmp_path / f"machine{i}"), *SHARED],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for i in range(2)
