@@ -257,3 +257,19 @@ def _space(folder: Path) -> Path:
     path = folder / "space.toml"
     path.write_text("[space]\nlr = {low = 0.01, high = 0.2, log = true}\n")
     return path
+
+
+def test_only_a_schema_race_is_retried():
+    from fashion_mlp.search.engine import _schema_race
+
+    class ProgrammingError(Exception):
+        pass
+
+    class OperationalError(Exception):
+        pass
+
+    assert _schema_race(
+        ProgrammingError('(psycopg.errors.DuplicateObject) type "studydirection" already exists')
+    )
+    assert _schema_race(ProgrammingError("duplicate key value violates unique constraint"))
+    assert not _schema_race(OperationalError("connection failed: Connection refused"))

@@ -53,13 +53,20 @@ def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStora
                 f"--storage needs a database driver ({err}); pip install 'fashion-mlp[postgres]'"
             ) from None
         except Exception as err:  # SQLAlchemy's errors: unreachable, refused, or a schema race
-            # Two machines creating the schema at the same moment collide; the loser retries.
-            if "IntegrityError" in type(err).__name__ + str(err)[:200] and attempt < 4:
+            # Two machines creating the schema at the same moment collide (a duplicate table, type
+            # or row); the loser retries. An unreachable server fails at once.
+            if _schema_race(err) and attempt < 4:
                 time.sleep(random.uniform(0.2, 1.0))
                 continue
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"cannot use storage {_hide_password(given)}: {first}") from None
     raise AssertionError("unreachable")
+
+
+def _schema_race(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}"[:500].lower()
+    races = ("integrityerror", "already exists", "duplicate")
+    return "operationalerror" not in text and any(word in text for word in races)
 
 
 def _hide_password(url: str) -> str:
