@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fashion_mlp import checkpoint
+from fashion_mlp import checkpoint, files
 from fashion_mlp.checkpoint import CheckpointError
 from fashion_mlp.nn import MLP
 
@@ -114,7 +114,7 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(path, MLP([784, 4, 10], np.random.default_rng(1)), {})
     assert path.read_bytes() == before

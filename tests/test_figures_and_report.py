@@ -6,6 +6,7 @@ from PIL import Image
 
 from fashion_mlp import figures, report
 from fashion_mlp.cli import main
+from fashion_mlp.files import read_json
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_each_figure_is_a_png_of_the_expected_size(drawn_run, key):
 
 
 def test_the_report_holds_the_tables_and_the_summary_metrics(drawn_run):
-    summary = report.runs.read_json(drawn_run / "summary.json")
+    summary = read_json(drawn_run / "summary.json")
     markdown = (drawn_run / "report.md").read_text()
     for text in ("## Configuration", "| hidden_sizes | 64 x 32 |", "## Results", "## Per-class scores",
                  "| Ankle boot |", "precision", "recall", "F1",

@@ -5,6 +5,7 @@ from fashion_mlp import checkpoint, runs
 from fashion_mlp import train as train_module
 from fashion_mlp.config import PRESETS, TrainConfig
 from fashion_mlp.evaluation import Evaluation
+from fashion_mlp.files import read_json
 from fashion_mlp.train import Callback, TrainingDiverged, train
 
 
@@ -29,7 +30,7 @@ def test_early_stopping_restores_the_best_weights(small_data, monkeypatch):
     monkeypatch.setattr(
         train_module,
         "evaluate",
-        lambda model, x, y: Evaluation(1.0, next(scripted), np.zeros((10, 10)), np.zeros((1, 10))),
+        lambda model, x, y: Evaluation(1.0, next(scripted), np.zeros((10, 10))),
     )
     snapshots = Snapshots()
     config = TrainConfig(hidden_sizes=(16,), epochs=5, lr=0.1, patience=2)
@@ -80,7 +81,7 @@ def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
 def test_the_run_folder_holds_every_file(small_run):
     names = {p.name for p in small_run.iterdir()}
     assert {"config.json", "metrics.csv", "best.npz", "last.npz", "summary.json"} <= names
-    summary = runs.read_json(small_run / "summary.json")
+    summary = read_json(small_run / "summary.json")
     assert 0.5 < summary["test_accuracy"] <= 1 and summary["train_samples_per_second"] > 0
     rows = (small_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .files import atomic_write_bytes
 from .nn import MLP, parameter_shapes
 
 FORMAT = "fashion-mlp-checkpoint"
@@ -47,29 +46,6 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
         h.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
         h.update(array.tobytes())
     return h.hexdigest()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(
@@ -116,10 +92,9 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({err})") from None
     if _digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
-    sizes = meta["architecture"]["sizes"]
     architecture = meta["architecture"]
     model = MLP(
-        sizes,
+        architecture["sizes"],
         dropout=float(architecture.get("dropout", 0.0)),
         input_dropout=float(architecture.get("input_dropout", 0.0)),
     )

@@ -178,12 +178,20 @@ def verify(located: Located) -> None:
 # ---------------------------------------------------------------- arrays for training
 
 
+NORMALISATION = {"offset": 127.5, "scale": 127.5}  # x' = (x - offset) / scale, as the report does
+
+
 def normalise(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) to float32 (N, 784) in [-1, 1], as the report does: (x - 127.5) / 127.5."""
+    """uint8 (N, 28, 28) to float32 (N, 784) in [-1, 1]: (x - 127.5) / 127.5."""
     flat = images.reshape(len(images), -1).astype(np.float32)
-    flat -= 127.5
-    flat *= 1.0 / 127.5
+    flat -= NORMALISATION["offset"]
+    flat *= 1.0 / NORMALISATION["scale"]
     return flat
+
+
+def pixels(x: np.ndarray) -> np.ndarray:
+    """The inverse of normalise: float pixel values in 0-255, for showing images."""
+    return x * NORMALISATION["scale"] + NORMALISATION["offset"]
 
 
 @dataclass

@@ -16,7 +16,6 @@ class Evaluation:
     loss: float
     accuracy: float
     confusion: np.ndarray  # (true, predicted) counts
-    probabilities: np.ndarray  # (N, classes)
 
     @property
     def per_class_accuracy(self) -> np.ndarray:
@@ -48,4 +47,4 @@ def evaluate(model: MLP, x: np.ndarray, y: np.ndarray) -> Evaluation:
     loss = -float(log_probs[np.arange(len(y)), y].mean(dtype=np.float64))
     predicted = log_probs.argmax(axis=1)
     confusion = confusion_matrix(y, predicted, model.sizes[-1])
-    return Evaluation(loss, float((predicted == y).mean()), confusion, np.exp(log_probs))
+    return Evaluation(loss, float((predicted == y).mean()), confusion)

@@ -8,8 +8,9 @@ import numpy as np
 
 from . import checkpoint, plots, runs
 from .config import TrainConfig
-from .data import CLASS_NAMES, Split
+from .data import CLASS_NAMES, Split, pixels
 from .evaluation import per_class_scores
+from .files import read_json
 from .train import build_model, build_schedule, steps_per_epoch
 
 FIGURES = {
@@ -33,8 +34,8 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
-    config = TrainConfig.from_dict(runs.read_json(run_dir / "config.json"), str(run_dir / "config.json"))
-    summary = runs.read_json(run_dir / "summary.json")
+    config = TrainConfig.from_dict(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+    summary = read_json(run_dir / "summary.json")
     metrics = runs.read_metrics(run_dir / "metrics.csv")
     model = checkpoint.load(run_dir / "best.npz").model
     paths = figure_paths(run_dir)
@@ -60,10 +61,15 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     probabilities = model.predict_proba(test.x)
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != test.y)
-    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:N_MISCLASSIFIED]
-    pixels = test.x[wrong] * 127.5 + 127.5
+    confidence = probabilities[wrong, predicted[wrong]]
+    shown = np.argsort(-confidence)[:N_MISCLASSIFIED]  # the most confident mistakes first
+    wrong, confidence = wrong[shown], confidence[shown]
     plots.misclassified(
-        pixels, test.y[wrong], predicted[wrong], probabilities[wrong, predicted[wrong]], CLASS_NAMES,
+        pixels(test.x[wrong]),
+        test.y[wrong],
+        predicted[wrong],
+        confidence,
+        CLASS_NAMES,
         paths["misclassified"],
-    )  # fmt: skip
+    )
     return paths

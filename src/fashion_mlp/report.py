@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from . import runs
-from .checkpoint import atomic_write_bytes
 from .data import CLASS_NAMES
 from .evaluation import per_class_scores
 from .figures import figure_paths
+from .files import atomic_write_bytes, read_json
 
 CAPTIONS = {
     "curves": "Training curves: loss and accuracy per epoch (train averaged over the epoch, validation at "
@@ -52,8 +51,8 @@ Block = str | Table | Figure  # a str starting with '#' is a heading, otherwise 
 
 def build(run_dir: Path, search_dir: Path | None = None) -> list[Block]:
     run_dir = Path(run_dir)
-    config = runs.read_json(run_dir / "config.json")
-    summary = runs.read_json(run_dir / "summary.json")
+    config = read_json(run_dir / "config.json")
+    summary = read_json(run_dir / "summary.json")
     confusion = np.array(summary["test_confusion"])
     machine = summary.get("machine", {})
     split = summary["split"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 import platform
 import time
@@ -20,28 +19,14 @@ from typing import Any
 import numpy as np
 
 from . import __version__, checkpoint
-from .checkpoint import atomic_write_bytes
 from .config import TrainConfig
-from .data import CLASS_NAMES, Dataset
+from .data import CLASS_NAMES, NORMALISATION, Dataset
 from .evaluation import evaluate
+from .files import atomic_write_bytes, write_json
 from .nn import Dropout
 from .train import Callback, EpochRecord, TrainState, build_optimizer, train
 
-NORMALISATION = {"offset": 127.5, "scale": 127.5}  # x' = (x - offset) / scale
 METRIC_FIELDS = [f.name for f in dataclasses.fields(EpochRecord)]
-
-
-def write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
 
 
 def machine() -> dict[str, Any]:

@@ -13,6 +13,7 @@ import numpy as np
 from .. import checkpoint, data, figures, report, runs
 from ..config import make_config
 from ..evaluation import evaluate
+from ..files import read_json
 from ..train import Callback, EpochRecord, TrainState, steps_per_epoch
 from .parser import CONFIG_FLAGS, UsageError
 
@@ -151,7 +152,7 @@ def _check_run_dir(run_dir: Path) -> None:
 
 
 def _load_run_data(args: argparse.Namespace) -> data.Dataset:
-    config = runs.read_json(args.run_dir / "config.json")
+    config = read_json(args.run_dir / "config.json")
     return _load_data(args, config.get("val_size", 15_000), config.get("split_seed", 0))
 
 
@@ -214,7 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..images import load_image
 
     loaded = checkpoint.load(args.checkpoint)
-    norm = loaded.meta.get("normalisation", runs.NORMALISATION)
+    norm = loaded.meta.get("normalisation", data.NORMALISATION)
     names = loaded.meta.get("class_names", data.CLASS_NAMES)
     images = np.stack([load_image(path) for path in args.images])
     x = (images.reshape(len(images), -1).astype(np.float32) - norm["offset"]) / norm["scale"]

@@ -12,8 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..checkpoint import atomic_write_bytes
 from ..config import TrainConfig
+from ..files import atomic_write_bytes
 from .engine import METRICS, _counts, _point_of
 from .plan import REPORT_TABLE_1, Plan, _label
 
