@@ -75,6 +75,20 @@ def test_dropout_gradient_with_a_fixed_mask(rng):
     np.testing.assert_allclose(grad_in, numeric_grad(with_fixed_mask, x), atol=1e-8)
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.5])
+def test_dropout_keeps_units_with_probability_one_minus_rate(rate):
+    layer = Dropout(rate, np.random.default_rng(0))
+    out = layer.forward(np.ones((999, 1001), dtype=np.float32))  # a size that is not a multiple of 4
+    kept = np.count_nonzero(out) / out.size
+    assert kept == pytest.approx(1 - rate, abs=0.003)  # 5 standard deviations of a binomial mean
+    assert out.mean() == pytest.approx(1.0, abs=0.005)  # inverted dropout preserves the expectation
+    assert set(np.unique(out)) == {0.0, np.float32(1 / (layer.keep_below / 2**16))}
+    # Four neighbouring units share one 64-bit draw, yet their fates are uncorrelated.
+    kept_flat = (out.ravel()[: out.size // 4 * 4] != 0).reshape(-1, 4).astype(float)
+    correlations = np.corrcoef(kept_flat.T)[np.triu_indices(4, 1)]
+    assert np.abs(correlations).max() < 0.01
+
+
 def test_dropout_is_identity_at_inference(rng):
     x = rng.standard_normal((4, 6))
     assert Dropout(0.5, rng).forward(x, training=False) is x

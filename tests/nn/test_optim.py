@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fashion_mlp.nn import SGD, Adam, Parameter, Schedule
+from fashion_mlp.nn import MLP, SGD, Adam, Parameter, Schedule, softmax_cross_entropy
 
 
 def make_params(rng):
@@ -42,6 +42,26 @@ def test_sgd_momentum_l2_and_decay_match_the_closed_form(nesterov):
             w, b = w - vw, b - vb
     np.testing.assert_allclose(weight.value, w, rtol=1e-12)
     np.testing.assert_allclose(bias.value, b, rtol=1e-12)
+
+
+def test_optimizer_packs_parameters_into_one_buffer_the_layers_keep_using():
+    rng = np.random.default_rng(5)
+    model = MLP([4, 3, 2], rng)
+    before = model.state_dict()
+    optimizer = SGD(model.parameters(), 0.1, momentum=0.9, l2=0.1)
+    for p in model.parameters():
+        assert np.shares_memory(p.value, optimizer.value) and np.shares_memory(p.grad, optimizer.grad)
+        np.testing.assert_array_equal(p.value, before[p.name])
+    assert optimizer.n_decayed == 4 * 3 + 3 * 2  # weights first: L2 covers exactly them
+    x, y = rng.standard_normal((5, 4)).astype(np.float32), np.array([0, 1, 1, 0, 1])
+    model.backward(softmax_cross_entropy(model.forward(x), y)[1])
+    grads = {p.name: p.grad.copy() for p in model.parameters()}
+    optimizer.step()  # the first step of momentum SGD is w -= lr * (g + l2 * w)
+    for p in model.parameters():
+        decay = 0.1 * before[p.name] if p.decay else 0.0
+        np.testing.assert_allclose(p.value, before[p.name] - 0.1 * (grads[p.name] + decay), rtol=1e-6)
+    optimizer.zero_grad()
+    assert not any(p.grad.any() for p in model.parameters())
 
 
 def test_sgd_leaves_gradients_as_backward_wrote_them():

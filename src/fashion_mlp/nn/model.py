@@ -74,7 +74,10 @@ class MLP:
         return [p for layer in self.layers for p in layer.parameters()]
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """Logits for a batch, caching what backward() needs."""
+        """Logits for a batch, caching what backward() needs.
+
+        In training the result lives in a buffer the next forward overwrites; copy it to keep it.
+        """
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
