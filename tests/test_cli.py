@@ -127,10 +127,10 @@ def test_help_explains_every_option():
 
 
 def test_divergence_is_one_line_with_advice(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "train", "--lr", "50", "--hidden", "32", "--epochs", "1",
+    code, _, err = run_cli(capsys, "train", "--lr", "1000", "--hidden", "32", "--epochs", "1",
                            "--runs-dir", tmp_path, "--no-download")  # fmt: skip
     assert code == 1
-    assert_one_line_error(err, "training diverged", "lower the learning rate (--lr, now 50)")
+    assert_one_line_error(err, "training diverged", "lower the learning rate (--lr, now 1000)")
 
 
 def test_every_setting_has_a_train_flag():

@@ -24,7 +24,7 @@ from fashion_mlp.train import train
 GRID = "[grid]\nlr = [0.02, 0.05]\nhidden_sizes = [[32], [48, 16]]\n"
 FAST = ["--epochs", "2", "--limit-train", "3000", "--no-download"]
 # Trials of about a second, so that a worker starting a moment late still finds work to share.
-SHARED = ["--epochs", "3", "--limit-train", "12000", "--no-download"]
+SHARED = ["--epochs", "8", "--limit-train", "12000", "--no-download"]
 
 
 def write_grid(folder: Path, text: str = GRID) -> Path:
@@ -48,7 +48,7 @@ def cli(*argv) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_small_grid_completes_and_its_best_retrains_to_the_same_score(tmp_path, capsys, real_data):
+def test_a_small_grid_completes_and_its_best_retrains_to_the_same_score(tmp_path, capsys):
     grid = write_grid(tmp_path)
     assert main(["search", "--grid", str(grid), "--dir", str(tmp_path / "s"), *FAST]) == 0
     out = capsys.readouterr().out
@@ -63,8 +63,9 @@ def test_a_small_grid_completes_and_its_best_retrains_to_the_same_score(tmp_path
     )
     # best.toml is taken by train as it is, and retrains to the recorded score
     config = make_config("default", tmp_path / "s" / "best.toml")
+    searched = data.load(None, config.val_size, config.split_seed, allow_download=False)  # its split
     subset = data.Dataset(
-        data.Split(real_data.train.x[:3000], real_data.train.y[:3000]), real_data.val, real_data.test
+        data.Split(searched.train.x[:3000], searched.train.y[:3000]), searched.val, searched.test
     )
     assert train(config, subset).best_accuracy == pytest.approx(study.best_value, abs=1e-9)
 
