@@ -20,8 +20,8 @@ def _torch_mlp(n_inputs, hidden):
     return torch.nn.Sequential(*layers)
 
 
-def torch_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9, l2=1e-4, decay=1e-4):
-    """PyTorch CPU: same MLP, float32, SGD with momentum, L2 and inverse-time decay; seconds per epoch."""
+def torch_epochs(x, y, hidden, batch_size, lr=0.05, momentum=0.9, l2=1e-4, decay=1e-4):
+    """PyTorch CPU: same MLP, float32, SGD with momentum, L2, inverse-time decay; yields epoch seconds."""
     import torch
 
     torch.set_num_threads(2)
@@ -31,8 +31,7 @@ def torch_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
     loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    times = []
-    for _ in range(epochs):
+    while True:
         start = time.perf_counter()
         order = torch.randperm(len(yt))
         for i in range(0, len(yt), batch_size):
@@ -42,8 +41,7 @@ def torch_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9,
             loss.backward()
             optimizer.step()
             scheduler.step()
-        times.append(time.perf_counter() - start)
-    return times
+        yield time.perf_counter() - start
 
 
 def torch_inference_seconds(x, hidden, repeats):
@@ -62,8 +60,8 @@ def torch_inference_seconds(x, hidden, repeats):
     return times
 
 
-def sklearn_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.9, l2=1e-4):
-    """scikit-learn's MLPClassifier, float32, solver='sgd': one partial_fit call is one epoch."""
+def sklearn_epochs(x, y, hidden, batch_size, lr=0.05, momentum=0.9, l2=1e-4):
+    """scikit-learn MLPClassifier, float32, solver="sgd"; one partial_fit is one epoch; yields seconds."""
     from sklearn.neural_network import MLPClassifier
 
     model = MLPClassifier(
@@ -78,9 +76,7 @@ def sklearn_epoch_seconds(x, y, hidden, batch_size, epochs, lr=0.05, momentum=0.
         random_state=0,
     )
     classes = np.arange(10)
-    times = []
-    for _ in range(epochs):
+    while True:
         start = time.perf_counter()
         model.partial_fit(x, y, classes=classes)
-        times.append(time.perf_counter() - start)
-    return times
+        yield time.perf_counter() - start

@@ -4,9 +4,9 @@ Shapes: a batch is a 2-D array (batch, features). ``backward`` takes dLoss/dOutp
 returns dLoss/dInput, writing parameter gradients into ``Parameter.grad``.
 
 In training, each layer writes its outputs into arrays it keeps from one step to the next, so a
-step allocates (almost) nothing: a fresh array of half a megabyte costs page faults that take
-longer than the arithmetic on it. An array a training forward or backward returns is therefore
-valid only until the layer's next call; inference (``training=False``) returns fresh arrays.
+step allocates (almost) nothing: a fresh half-megabyte array costs page faults, which make a matmul
+into it about 15% slower. An array a training forward or backward returns is therefore valid only
+until the layer's next call; inference (``training=False``) returns fresh arrays.
 """
 
 from __future__ import annotations
