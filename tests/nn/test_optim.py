@@ -62,6 +62,8 @@ def test_optimizer_packs_parameters_into_one_buffer_the_layers_keep_using():
         np.testing.assert_allclose(p.value, before[p.name] - 0.1 * (grads[p.name] + decay), rtol=1e-6)
     optimizer.zero_grad()
     assert not any(p.grad.any() for p in model.parameters())
+    with pytest.raises(ValueError, match="at least one parameter"):
+        SGD([], 0.1)
 
 
 def test_sgd_leaves_gradients_as_backward_wrote_them():

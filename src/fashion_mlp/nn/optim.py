@@ -7,6 +7,7 @@ An optimiser packs all the parameters it is given into one flat array (weights f
 and makes each Parameter's ``value`` and ``grad`` views into it, so layers still read and write
 their own arrays. An update rule is then a handful of NumPy calls over whole buffers instead of a
 handful per parameter. Each call is one pass over memory and none allocates a temporary.
+A parameter belongs to one optimiser at a time: a second optimiser given it takes it over.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Optimizer:
         if not l2 >= 0:
             raise ValueError(f"L2 strength must be zero or positive, got {l2}")
         self.params = list(params)
+        if not self.params:
+            raise ValueError("an optimiser needs at least one parameter")
         self.lr = float(lr)
         self.l2 = float(l2)
         self.steps = 0
