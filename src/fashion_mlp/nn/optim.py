@@ -33,9 +33,10 @@ class Optimizer:
         self.steps = 0
         layout = sorted(self.params, key=lambda p: not p.decay)  # stable: weights, then biases
         self.n_decayed = sum(p.value.size for p in self.params if p.decay)  # L2 covers value[:n]
-        self.value = _pack(layout, "value")
-        self.grad = _pack(layout, "grad")
-        self._offsets = _offsets(layout)
+        starts = np.cumsum([0] + [p.value.size for p in layout])
+        self._offsets = {id(p): int(start) for p, start in zip(layout, starts)}
+        self.value = self._pack("value")
+        self.grad = self._pack("grad")
         self._scratch = np.empty_like(self.value)  # so a step allocates nothing and leaves .grad be
 
     def step(self) -> None:
@@ -82,21 +83,14 @@ class Optimizer:
         start = self._offsets[id(p)]
         return flat[start : start + p.value.size].reshape(p.value.shape)
 
-
-def _offsets(layout: Sequence[Parameter]) -> dict[int, int]:
-    starts = np.cumsum([0] + [p.value.size for p in layout])
-    return {id(p): int(start) for p, start in zip(layout, starts)}
-
-
-def _pack(layout: Sequence[Parameter], attribute: str) -> np.ndarray:
-    """One flat copy of every parameter's ``attribute``, which then becomes a view into it."""
-    arrays = [getattr(p, attribute) for p in layout]
-    flat = np.concatenate([a.ravel() for a in arrays])
-    start = 0
-    for p, a in zip(layout, arrays):
-        setattr(p, attribute, flat[start : start + a.size].reshape(a.shape))
-        start += a.size
-    return flat
+    def _pack(self, attribute: str) -> np.ndarray:
+        """One flat copy of every parameter's ``attribute``, which then becomes a view into it."""
+        flat = np.empty(sum(p.value.size for p in self.params), dtype=self.params[0].value.dtype)
+        for p in self.params:
+            view = self._view(flat, p)
+            view[...] = getattr(p, attribute)
+            setattr(p, attribute, view)
+        return flat
 
 
 class SGD(Optimizer):
