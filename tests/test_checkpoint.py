@@ -10,9 +10,11 @@ from fashion_mlp.checkpoint import CheckpointError
 from fashion_mlp.nn import MLP
 
 
-@pytest.fixture
-def saved(tmp_path):
-    model = MLP([784, 16, 10], np.random.default_rng(0))
+@pytest.fixture(params=["centred", "plain"])
+def saved(tmp_path, request):
+    rng = np.random.default_rng(0)
+    mean = rng.uniform(-1, 0, 784) if request.param == "centred" else None
+    model = MLP([784, 16, 10], rng, input_mean=mean)
     path = tmp_path / "model.npz"
     checkpoint.save(path, model, {"note": "test"}, {"steps": np.array(3)})
     return path, model
@@ -24,6 +26,7 @@ def test_round_trip_gives_identical_predictions(saved):
     x = np.random.default_rng(1).standard_normal((50, 784)).astype(np.float32)
     np.testing.assert_array_equal(loaded.model.logits(x), model.logits(x))
     assert loaded.meta["note"] == "test" and loaded.meta["architecture"]["sizes"] == [784, 16, 10]
+    assert loaded.meta["architecture"]["centred"] == (model.centre is not None)
     assert int(loaded.optimizer_state["steps"]) == 3
 
 
@@ -63,6 +66,10 @@ def flip_weight(name, raw):
     return raw
 
 
+def flip_centred(meta):
+    meta["architecture"]["centred"] = not meta["architecture"]["centred"]
+
+
 CASES = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:1000]), "damaged or not a checkpoint"),
     "not a zip": (lambda p: p.write_bytes(b"hello world" * 100), "damaged or not a checkpoint"),
@@ -87,6 +94,14 @@ CASES = {
         "format 99 is not supported",
     ),
     "missing array": (lambda p: rewrite(p, lambda n, r: None if "fc1.bias" in n else r), "do not match"),
+    "centred not a flag": (
+        lambda p: rewrite(p, edit_meta(lambda m: m["architecture"].update(centred="yes"))),
+        "no valid architecture",
+    ),
+    "centring flipped": (
+        lambda p: rewrite(p, edit_meta(flip_centred)),
+        "do not match",
+    ),
 }
 
 

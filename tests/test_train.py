@@ -61,7 +61,12 @@ class Interrupt(Callback):
 
 
 @pytest.mark.parametrize(
-    "extra", [{}, {"dropout": 0.2, "input_dropout": 0.1, "augment": True, "optimizer": "adam", "lr": 1e-3}]
+    "extra",
+    [
+        {},
+        {"dropout": 0.2, "input_dropout": 0.1, "augment": True, "optimizer": "adam", "lr": 1e-3},
+        {"centre_inputs": False},
+    ],
 )
 def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
     config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, decay=0.01).replace(**extra)
@@ -88,17 +93,31 @@ def test_the_run_folder_holds_every_file(small_run):
     assert len(rows) == 3
 
 
-def test_the_seed_recreates_the_initial_weights():
+def test_the_seed_recreates_the_initial_weights(small_data):
     """figures.py shows final minus initial weights, recreating the initial ones from the seed."""
     from fashion_mlp.train import build_model, new_state
 
     config = TrainConfig(hidden_sizes=(32,), dropout=0.2, seed=5)
-    state = new_state(config)
-    again = build_model(config, np.random.default_rng(config.seed))
+    state = new_state(config, small_data)
+    blank = config.replace(centre_inputs=False)  # as figures.py does: the mean is not the seed's
+    again = build_model(blank, np.random.default_rng(config.seed))
     for a, b in zip(state.model.parameters(), again.parameters()):
         np.testing.assert_array_equal(a.value, b.value)
-    other = build_model(config.replace(seed=6), np.random.default_rng(6))
+    other = build_model(blank.replace(seed=6), np.random.default_rng(6))
     assert not np.array_equal(other.linears[0].weight.value, state.model.linears[0].weight.value)
+
+
+def test_a_centred_model_subtracts_the_training_images_mean_only(small_data):
+    from fashion_mlp.train import build_model, new_state
+
+    state = new_state(TrainConfig(hidden_sizes=(8,)), small_data)
+    expected = small_data.train.x.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(state.model.centre.mean, expected, atol=1e-6)
+    assert abs(expected.mean() * 127.5 + 127.5 - 72.9) < 2  # the mean pixel is about 72.9, not 127.5
+    assert new_state(TrainConfig(hidden_sizes=(8,), centre_inputs=False), small_data).model.centre is None
+    assert PRESETS["default"].centre_inputs and not PRESETS["report"].centre_inputs
+    with pytest.raises(ValueError, match="needs their mean"):
+        build_model(TrainConfig(hidden_sizes=(8,)), np.random.default_rng(0))
 
 
 def test_per_class_scores_from_a_confusion_matrix():

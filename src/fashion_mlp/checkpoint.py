@@ -18,7 +18,7 @@ import numpy as np
 
 from . import __version__
 from .files import atomic_write_bytes
-from .nn import MLP, parameter_shapes
+from .nn import MLP, state_shapes
 
 FORMAT = "fashion-mlp-checkpoint"
 FORMAT_VERSION = 1
@@ -66,6 +66,7 @@ def save(
             "sizes": model.sizes,
             "dropout": model.dropout,
             "input_dropout": model.input_dropout,
+            "centred": model.centre is not None,
             "activation": "relu",
         },
         "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
@@ -93,10 +94,12 @@ def load(path: str | Path) -> Checkpoint:
     if _digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
     architecture = meta["architecture"]
+    sizes = architecture["sizes"]
     model = MLP(
-        architecture["sizes"],
+        sizes,
         dropout=float(architecture.get("dropout", 0.0)),
         input_dropout=float(architecture.get("input_dropout", 0.0)),
+        input_mean=np.zeros(sizes[0], np.float32) if _centred(meta) else None,  # loaded below
     )
     model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
     optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
@@ -148,16 +151,24 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     sizes = meta.get("architecture", {}).get("sizes")
     valid = isinstance(sizes, list) and len(sizes) >= 2
     valid = valid and all(type(s) is int and 0 < s <= MAX_LAYER_WIDTH for s in sizes)
+    valid = valid and isinstance(meta["architecture"].get("centred", False), bool)
     if not valid or not isinstance(meta.get("arrays"), dict):
         raise CheckpointError(f"{path}: metadata has no valid architecture")
     return meta
 
 
+def _centred(meta: dict[str, Any]) -> bool:
+    """Whether the model subtracts an input mean (checkpoints from before centring lack the key)."""
+    return bool(meta["architecture"].get("centred", False))
+
+
 def _read_arrays(archive: zipfile.ZipFile, meta: dict[str, Any], path: Path) -> dict[str, np.ndarray]:
-    model_shapes = {f"model/{k}": v for k, v in parameter_shapes(meta["architecture"]["sizes"]).items()}
+    shapes = state_shapes(meta["architecture"]["sizes"], _centred(meta))
+    model_shapes = {f"model/{k}": v for k, v in shapes.items()}
     declared = meta["arrays"]
     members = {m.removesuffix(".npy") for m in archive.namelist()} - {META_KEY}
-    if members != set(declared) or not set(model_shapes) <= members:
+    model_members = {m for m in members if m.startswith("model/")}
+    if members != set(declared) or model_members != set(model_shapes):
         raise CheckpointError(f"{path}: its arrays do not match its metadata")
     arrays = {}
     for name, (dtype, shape) in declared.items():

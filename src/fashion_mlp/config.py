@@ -41,6 +41,7 @@ class TrainConfig:
     l2: float = 0.0
     dropout: float = 0.3
     input_dropout: float = 0.0
+    centre_inputs: bool = True  # subtract the training images' mean pixel from every input
     augment: bool = False  # random horizontal flips, and shifts of up to max_shift pixels
     max_shift: int = 2
     label_smoothing: float = 0.0
@@ -135,6 +136,7 @@ FIELD_TYPES = {
     "l2": "a number",
     "dropout": "a number",
     "input_dropout": "a number",
+    "centre_inputs": "true or false",
     "augment": "true or false",
     "max_shift": "an integer",
     "label_smoothing": "a number",
@@ -182,6 +184,7 @@ PRESETS: dict[str, TrainConfig] = {
         warmup_epochs=0.0,
         dropout=0.0,
         input_dropout=0.0,
+        centre_inputs=False,  # it scaled pixels to [-1, 1], which it took to be centring
         augment=False,
         label_smoothing=0.0,
         patience=0,

@@ -49,7 +49,9 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     plots.first_layer_weights(first.weight.value, paths["weights"])
     # Training starts from random weights that it never fully erases; the seed recreates them, so
     # the difference shows what training learned on its own.
-    initial = build_model(config, np.random.default_rng(config.seed)).linears[0].weight.value
+    # (Weights only: the input mean, which the seed does not decide, is left out.)
+    blank = config.replace(centre_inputs=False)
+    initial = build_model(blank, np.random.default_rng(config.seed)).linears[0].weight.value
     what = "First hidden layer: learned change (final minus initial weights)"
     plots.first_layer_weights(first.weight.value - initial, paths["learned"], what=what)
     plots.bias_histogram(first.bias.value, paths["biases"])

@@ -62,13 +62,25 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message says which setting to lower."""
 
 
-def build_model(config: TrainConfig, rng: np.random.Generator) -> MLP:
+def input_mean(data: Dataset) -> np.ndarray:
+    """The training images' mean, pixel by pixel: what a centred model subtracts.
+
+    It comes from the training split alone, never from validation or test images.
+    """
+    return data.train.x.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def build_model(config: TrainConfig, rng: np.random.Generator, mean: np.ndarray | None = None) -> MLP:
+    """The config's network; ``mean`` is the input mean it subtracts when config.centre_inputs."""
+    if config.centre_inputs and mean is None:
+        raise ValueError("a model that centres its inputs needs their mean")
     return MLP(
         [N_INPUTS, *config.hidden_sizes, N_CLASSES],
         rng,
         config.dropout,
         init=config.init,
         input_dropout=config.input_dropout,
+        input_mean=mean if config.centre_inputs else None,
     )
 
 
@@ -94,9 +106,9 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
     return math.ceil(n_train / config.batch_size)
 
 
-def new_state(config: TrainConfig) -> TrainState:
+def new_state(config: TrainConfig, data: Dataset) -> TrainState:
     rng = np.random.default_rng(config.seed)
-    model = build_model(config, rng)
+    model = build_model(config, rng, input_mean(data) if config.centre_inputs else None)
     return TrainState(config, model, build_optimizer(config, model), rng)
 
 
@@ -110,7 +122,7 @@ def train(
 
     Pass ``state`` (e.g. from a checkpoint) to continue a run where it stopped.
     """
-    state = state if state is not None else new_state(config)
+    state = state if state is not None else new_state(config, data)
     schedule = build_schedule(config, steps_per_epoch(config, len(data.train)))
     while state.epoch < config.epochs:
         # Overflow shows up as a non-finite loss, which stops training with advice; no warnings.

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fashion_mlp.nn import MLP, Dropout, Linear, ReLU, softmax_cross_entropy
+from fashion_mlp.nn import MLP, Centre, Dropout, Linear, ReLU, softmax_cross_entropy, state_shapes
 
 
 def numeric_grad(f, array, eps=1e-6):
@@ -96,10 +96,15 @@ def test_dropout_is_identity_at_inference(rng):
         Dropout(1.0, rng)
 
 
-@pytest.mark.parametrize("dropout, input_dropout", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.2)])
-def test_network_gradients_match_finite_differences(rng, dropout, input_dropout):
-    model = MLP([6, 5, 4, 3], rng, dropout=dropout, dtype=np.float64, input_dropout=input_dropout)
-    assert isinstance(model.layers[0], Dropout) == (input_dropout > 0)
+@pytest.mark.parametrize(
+    "dropout, input_dropout, centred",
+    [(0.0, 0.0, False), (0.3, 0.0, False), (0.3, 0.2, False), (0.3, 0.2, True)],
+)
+def test_network_gradients_match_finite_differences(rng, dropout, input_dropout, centred):
+    mean = rng.standard_normal(6) if centred else None
+    model = MLP([6, 5, 4, 3], rng, dropout, np.float64, input_dropout=input_dropout, input_mean=mean)
+    assert isinstance(model.layers[0], Centre) == centred
+    assert isinstance(model.layers[int(centred)], Dropout) == (input_dropout > 0)
     for p in model.parameters():
         p.value += 0.1 * rng.standard_normal(p.value.shape)  # non-zero biases too
     x, y = rng.standard_normal((7, 6)), rng.integers(0, 3, 7)
@@ -134,6 +139,41 @@ def test_model_parameters_state_dict_and_shapes(rng):
     np.testing.assert_array_equal(other.logits(x), model.logits(x))
     with pytest.raises(ValueError, match="missing"):
         other.load_state_dict({"fc1.weight": model.state_dict()["fc1.weight"]})
+
+
+def test_centre_subtracts_its_mean_and_passes_gradients_through(rng):
+    mean = rng.standard_normal(4).astype(np.float32)
+    layer = Centre(mean)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    out = layer.forward(x.copy())
+    np.testing.assert_array_equal(out, x - mean)
+    assert out.dtype == np.float32
+    grad = rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_array_equal(layer.backward(grad.copy()), grad)
+    with pytest.raises(ValueError, match="must be a vector"):
+        Centre(np.zeros((2, 2)))
+
+
+def test_a_centred_model_keeps_its_mean_in_its_state(rng):
+    mean = rng.standard_normal(20)
+    model = MLP([20, 8, 3], rng, input_mean=mean)
+    state = model.state_dict()
+    assert set(state) == set(state_shapes([20, 8, 3], centred=True))
+    assert {k: v.shape for k, v in state.items()} == state_shapes([20, 8, 3], centred=True)
+    np.testing.assert_allclose(state["centre.mean"], mean, rtol=1e-6)
+    assert "centre.mean" not in [p.name for p in model.parameters()]  # the optimiser never moves it
+    x = rng.standard_normal((5, 20)).astype(np.float32)
+    # the same weights fed pre-centred inputs give the same logits
+    plain = MLP([20, 8, 3], rng)
+    plain.load_state_dict({k: v for k, v in state.items() if k != "centre.mean"})
+    np.testing.assert_allclose(model.logits(x), plain.logits(x - state["centre.mean"]), rtol=1e-5, atol=1e-6)
+    other = MLP([20, 8, 3], np.random.default_rng(1), input_mean=np.zeros(20))
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other.logits(x), model.logits(x))
+    with pytest.raises(ValueError, match=r"missing \['centre.mean'\]"):
+        other.load_state_dict(plain.state_dict())
+    with pytest.raises(ValueError, match=r"input mean must have shape \(20,\)"):
+        MLP([20, 8, 3], rng, input_mean=np.zeros(19))
 
 
 def test_small_init_matches_the_report(rng):

@@ -163,6 +163,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     net.add_argument("--dropout", type=float, help="dropout rate after each hidden layer, in [0, 1)")
     net.add_argument("--input-dropout", type=float, help="dropout rate of the input pixels, in [0, 1)")
     net.add_argument(
+        "--centre-inputs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="subtract the training images' mean pixel from every input (default preset: on)",
+    )
+    net.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -258,8 +264,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 CONFIG_FLAGS = (
     "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-    "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout", "augment",
-    "max_shift", "label_smoothing", "patience", "val_size", "split_seed", "seed",
+    "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout",
+    "centre_inputs", "augment", "max_shift", "label_smoothing", "patience", "val_size", "split_seed", "seed",
 )  # fmt: skip
 
 

@@ -1,17 +1,19 @@
 """The from-scratch network: pure NumPy, no files, no printing."""
 
-from .layers import Dropout, Layer, Linear, Parameter, ReLU
+from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import log_softmax, softmax, softmax_cross_entropy
-from .model import INITS, MLP, parameter_shapes
+from .model import CENTRE_MEAN, INITS, MLP, state_shapes
 from .optim import SGD, Adam, Optimizer
 from .schedules import SCHEDULES, Schedule
 
 __all__ = [
+    "CENTRE_MEAN",
     "INITS",
     "MLP",
     "SCHEDULES",
     "SGD",
     "Adam",
+    "Centre",
     "Dropout",
     "Layer",
     "Linear",
@@ -20,7 +22,7 @@ __all__ = [
     "ReLU",
     "Schedule",
     "log_softmax",
-    "parameter_shapes",
     "softmax",
     "softmax_cross_entropy",
+    "state_shapes",
 ]

@@ -95,6 +95,28 @@ class Linear(Layer):
         return [self.weight, self.bias]
 
 
+class Centre(Layer):
+    """x - mean, with ``mean`` a fixed per-feature vector: the training images' average pixel.
+
+    Scaling pixels to [-1, 1] does not centre Fashion-MNIST: most pixels are background, and the mean
+    pixel is 72.9, not 127.5. Subtracting the mean gives the first layer zero-mean inputs. The mean
+    is part of the model's state (saved with the weights), not a trained parameter.
+    """
+
+    def __init__(self, mean: np.ndarray) -> None:
+        super().__init__()
+        if mean.ndim != 1:
+            raise ValueError(f"the mean to subtract must be a vector, got shape {mean.shape}")
+        self.mean = mean
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        out = self._buffer("out", x.shape, x.dtype) if training else None
+        return np.subtract(x, self.mean, out=out, dtype=x.dtype)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad  # d(x - mean)/dx is the identity
+
+
 class ReLU(Layer):
     """max(x, 0), computed in place: the input buffer belongs to the layer before."""
 

@@ -7,19 +7,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .layers import Dropout, Layer, Linear, Parameter, ReLU
+from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
 
 
-def parameter_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every parameter of an MLP with these layer sizes, without building it."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def state_shapes(sizes: Sequence[int], centred: bool = False) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every array in the state_dict() of an MLP with these layer sizes
+    (``centred``: one that subtracts an input mean), without building it."""
+    shapes: dict[str, tuple[int, ...]] = {CENTRE_MEAN: (int(sizes[0]),)} if centred else {}
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         shapes[f"fc{i + 1}.weight"] = (int(fan_in), int(fan_out))
         shapes[f"fc{i + 1}.bias"] = (int(fan_out),)
     return shapes
 
 
+CENTRE_MEAN = "centre.mean"  # the state_dict() name of the input mean a centred MLP subtracts
 INITS = {"he": None, "small": 0.01}  # name -> weight std (None: He, sqrt(2 / fan_in))
 
 
@@ -28,6 +30,7 @@ class MLP:
 
     ``init``: "he" (default) or "small", N(0, 0.01^2), the initialisation the report's results imply.
     ``dropout`` follows each hidden layer; ``input_dropout`` drops input pixels.
+    ``input_mean`` (a vector of ``sizes[0]``), if given, is subtracted from every input first.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class MLP:
         dtype: type = np.float32,
         init: str = "he",
         input_dropout: float = 0.0,
+        input_mean: np.ndarray | None = None,
     ) -> None:
         if init not in INITS:
             raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
@@ -47,7 +51,14 @@ class MLP:
         self.sizes = [int(s) for s in sizes]
         self.dropout = dropout
         self.input_dropout = input_dropout
-        self.layers: list[Layer] = [Dropout(input_dropout, rng)] if input_dropout > 0.0 else []
+        self.centre: Centre | None = None
+        if input_mean is not None:
+            if np.shape(input_mean) != (self.sizes[0],):
+                raise ValueError(f"input mean must have shape ({self.sizes[0]},), got {np.shape(input_mean)}")
+            self.centre = Centre(np.array(input_mean, dtype=dtype))
+        self.layers: list[Layer] = [self.centre] if self.centre is not None else []
+        if input_dropout > 0.0:
+            self.layers.append(Dropout(input_dropout, rng))
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             self.layers.append(
                 Linear(
@@ -105,18 +116,22 @@ class MLP:
         return self.logits(x).argmax(axis=1)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """A flat dict of named arrays (copies), e.g. {'fc1.weight': ..., 'fc1.bias': ...}."""
-        return {p.name: p.value.copy() for p in self.parameters()}
+        """A flat dict of named arrays (copies), e.g. {'fc1.weight': ..., 'fc1.bias': ...}: every
+        parameter, and the input mean of a centred MLP."""
+        state = {p.name: p.value.copy() for p in self.parameters()}
+        if self.centre is not None:
+            state[CENTRE_MEAN] = self.centre.mean.copy()
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy arrays into the parameters; names and shapes must match exactly."""
-        params = {p.name: p for p in self.parameters()}
-        if set(state) != set(params):
-            missing, extra = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+        targets = {p.name: p.value for p in self.parameters()}
+        if self.centre is not None:
+            targets[CENTRE_MEAN] = self.centre.mean
+        if set(state) != set(targets):
+            missing, extra = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
             raise ValueError(f"state does not fit this model: missing {missing}, unexpected {extra}")
-        for name, param in params.items():
-            if state[name].shape != param.value.shape:
-                raise ValueError(
-                    f"{name} has shape {state[name].shape}, the model expects {param.value.shape}"
-                )
-            param.value[...] = state[name]
+        for name, target in targets.items():
+            if state[name].shape != target.shape:
+                raise ValueError(f"{name} has shape {state[name].shape}, the model expects {target.shape}")
+            target[...] = state[name]
