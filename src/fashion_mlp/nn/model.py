@@ -1,4 +1,4 @@
-"""The multilayer perceptron: Linear and ReLU layers (optionally Dropout) ending in class logits."""
+"""The multilayer perceptron: Linear and ReLU layers (optionally Centre and Dropout) ending in logits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
+
+CENTRE_MEAN = "centre.mean"  # the state_dict() name of the input mean a centred MLP subtracts
 
 
 def state_shapes(sizes: Sequence[int], centred: bool = False) -> dict[str, tuple[int, ...]]:
@@ -21,7 +23,6 @@ def state_shapes(sizes: Sequence[int], centred: bool = False) -> dict[str, tuple
     return shapes
 
 
-CENTRE_MEAN = "centre.mean"  # the state_dict() name of the input mean a centred MLP subtracts
 INITS = {"he": None, "small": 0.01}  # name -> weight std (None: He, sqrt(2 / fan_in))
 
 
@@ -124,7 +125,7 @@ class MLP:
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters; names and shapes must match exactly."""
+        """Copy arrays into the parameters (and a centred MLP's input mean); names and shapes must match."""
         targets = {p.name: p.value for p in self.parameters()}
         if self.centre is not None:
             targets[CENTRE_MEAN] = self.centre.mean
