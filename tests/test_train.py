@@ -6,6 +6,7 @@ from fashion_mlp import train as train_module
 from fashion_mlp.config import PRESETS, TrainConfig
 from fashion_mlp.evaluation import Evaluation
 from fashion_mlp.files import read_json
+from fashion_mlp.nn import cross_entropy, softmax_cross_entropy
 from fashion_mlp.train import Callback, TrainingDiverged, train
 
 
@@ -15,6 +16,20 @@ def test_two_epochs_on_the_real_data_reach_80_percent(real_data, preset):
     assert len(state.history) == 2
     assert state.best_accuracy >= 0.80
     assert state.history[-1].train_loss < state.history[0].train_loss
+
+
+def test_train_loss_is_the_cross_entropy_of_the_true_labels_with_label_smoothing(small_data):
+    # Train three epochs, then one more at so small a learning rate (and no momentum) that the weights
+    # stay put: that epoch's mean loss over its 30 full batches is then the model's cross-entropy on the
+    # training split, not the smoothed objective, which is far larger for a model that has learned.
+    config = TrainConfig(hidden_sizes=(32,), epochs=3, batch_size=100, lr=0.1, momentum=0.0, dropout=0.0,
+                         label_smoothing=0.5)  # fmt: skip
+    state = train(config, small_data)
+    logits = state.model.logits(small_data.train.x)
+    true_loss = cross_entropy(logits, small_data.train.y)
+    assert softmax_cross_entropy(logits, small_data.train.y, 0.5)[0] - true_loss > 0.3
+    state = train(config.replace(epochs=4, lr=1e-12), small_data, state=state)
+    assert state.history[-1].train_loss == pytest.approx(true_loss, abs=1e-5)
 
 
 class Snapshots(Callback):

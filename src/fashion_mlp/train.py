@@ -15,7 +15,7 @@ import numpy as np
 from .config import TrainConfig
 from .data import IMAGE_SIDE, Dataset, augment_batch
 from .evaluation import evaluate
-from .nn import MLP, SGD, Adam, Optimizer, Schedule, softmax_cross_entropy
+from .nn import MLP, SGD, Adam, Optimizer, Schedule, cross_entropy, softmax_cross_entropy
 
 N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, 10
 
@@ -23,7 +23,9 @@ N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, 10
 @dataclass(frozen=True)
 class EpochRecord:
     epoch: int  # 1-based
-    train_loss: float  # mean over the epoch's mini-batches, as the weights moved
+    # Mean cross-entropy over the epoch's mini-batches, as the weights moved. Against the true labels,
+    # like val_loss, even when label smoothing changes what the gradient pulls towards.
+    train_loss: float
     train_accuracy: float
     val_loss: float
     val_accuracy: float
@@ -160,10 +162,10 @@ def _train_epoch(
         if not math.isfinite(loss):
             raise TrainingDiverged(_divergence_message(config, state, loss))
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        loss_sum += (cross_entropy(logits, yb) if config.label_smoothing else loss) * len(idx)
         model.backward(dlogits)
         optimizer.step()
         state.step += 1
-        loss_sum += loss * len(idx)
         for callback in callbacks:
             callback.on_step(state, loss)
     seconds = time.perf_counter() - started

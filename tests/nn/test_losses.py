@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashion_mlp.nn import log_softmax, softmax, softmax_cross_entropy
+from fashion_mlp.nn import cross_entropy, log_softmax, softmax, softmax_cross_entropy
 
 
 def naive_cross_entropy(logits, labels):
@@ -62,3 +62,16 @@ def test_label_smoothing_matches_its_closed_form_and_finite_differences():
         bumped[i] -= 2e-6
         numeric[i] = (up - reference(bumped)) / 2e-6
     np.testing.assert_allclose(grad, numeric, atol=1e-8)
+
+
+def test_cross_entropy_scores_the_true_labels_whatever_the_smoothing():
+    # probabilities (1/4, 3/4): the loss of label 1 is log(4/3), of label 0 log(4)
+    logits = np.array([[0.0, np.log(3.0)], [0.0, np.log(3.0)]])
+    expected = (np.log(4 / 3) + np.log(4)) / 2
+    assert cross_entropy(logits, np.array([1, 0])) == pytest.approx(expected, rel=1e-12)
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 10, 8)
+    logits = rng.standard_normal((8, 10)) + 5 * np.eye(10)[labels]  # confident and right
+    assert cross_entropy(logits, labels) == pytest.approx(softmax_cross_entropy(logits, labels)[0], rel=1e-12)
+    smoothed = softmax_cross_entropy(logits, labels, smoothing=0.3)[0]
+    assert smoothed - cross_entropy(logits, labels) > 1.0  # smoothing punishes confidence; the score does not

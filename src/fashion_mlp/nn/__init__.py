@@ -1,7 +1,7 @@
 """The from-scratch network: pure NumPy, no files, no printing."""
 
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
-from .losses import log_softmax, softmax, softmax_cross_entropy
+from .losses import cross_entropy, log_softmax, softmax, softmax_cross_entropy
 from .model import CENTRE_MEAN, INITS, MLP, state_shapes
 from .optim import SGD, Adam, Optimizer
 from .schedules import SCHEDULES, Schedule
@@ -21,6 +21,7 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Schedule",
+    "cross_entropy",
     "log_softmax",
     "softmax",
     "softmax_cross_entropy",

@@ -17,6 +17,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(logits))
 
 
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of integer ``labels`` under ``logits``: -mean(log softmax(logits)[i, labels[i]]).
+
+    A score only (no gradient), against the true labels even when training smooths them.
+    """
+    return -float(log_softmax(logits)[np.arange(len(labels)), labels].mean(dtype=np.float64))
+
+
 def softmax_cross_entropy(
     logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0
 ) -> tuple[float, np.ndarray]:
