@@ -41,7 +41,7 @@ def n_params(hidden) -> int:
 
 def ours_epochs(dataset, hidden):
     """Our full training loop, one epoch per next(): shuffling, gather, forward, backward, L2, decay,
-    momentum. The same network as the peers: no dropout, no input centring."""
+    momentum. The same network and loss as the peers: no dropout, no input centring, no label smoothing."""
     config = TrainConfig(
         hidden_sizes=hidden,
         batch_size=BATCH,
@@ -53,6 +53,7 @@ def ours_epochs(dataset, hidden):
         l2=1e-4,
         dropout=0.0,
         centre_inputs=False,
+        label_smoothing=0.0,
     )
     state = None
     # train() continues from ``state`` for one more epoch each time. Between calls it restores the best
