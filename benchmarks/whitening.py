@@ -43,7 +43,7 @@ def main() -> None:
     if not 1 <= args.components <= 784 or not args.eps > 0:
         parser.error("components must be in 1..784 and eps positive")
 
-    config = PRESETS["default"].replace(seed=args.seed, centre_inputs=False)  # whitening centres
+    config = PRESETS["validation"].replace(seed=args.seed, centre_inputs=False)  # whitening centres
     dataset = data.load(None, config.val_size, config.split_seed, allow_download=False)
     mean, matrix = whitening(dataset.train.x, args.components, args.eps)
     for split in (dataset.train, dataset.val):

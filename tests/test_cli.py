@@ -35,6 +35,8 @@ def assert_one_line_error(err, *fragments):
         (["train", "--preset", "best"], ["invalid choice: 'best'"]),
         (["train", "--config", "missing.toml"], ["missing.toml: no such file"]),
         (["train", "--resume", "nowhere"], ["nowhere: no last.npz to resume from"]),
+        (["train", "--patience", "3"], ["early stopping (patience) needs a validation set"]),
+        (["search", "--sweep", "report", "--preset", "default"], ["base config has val_size 0"]),
         (["evaluate", "missing.npz"], ["missing.npz: no such checkpoint file"]),
         (["evaluate", "x.npz", "--split", "dev"], ["invalid choice: 'dev'"]),
         (["predict", "x.npz"], ["the following arguments are required: images"]),
@@ -84,17 +86,35 @@ def test_data_reports_where_it_found_the_files(capsys):
 
 def test_train_writes_a_run_and_evaluate_reports_it(capsys, tmp_path):
     code, out, _ = run_cli(
-        capsys, "train", "--epochs", "1", "--hidden", "64",
+        capsys, "train", "--preset", "validation", "--epochs", "1", "--hidden", "64",
         "--runs-dir", tmp_path, "--name", "one", "--no-download",
     )  # fmt: skip
     assert code == 0, out
-    assert "epoch   1/1" in out and "test accuracy 0.8" in out
+    assert "epoch   1/1" in out and "val loss" in out and "best epoch 1: val accuracy 0.8" in out
+    assert "test accuracy 0.8" in out
     code, out, _ = run_cli(capsys, "evaluate", tmp_path / "one" / "best.npz", "--split", "val")
     assert code == 0
-    assert "val: accuracy 0.8" in out and "Ankle boot" in out and "confusion matrix" in out
+    assert "val: accuracy 0.8" in out and "(5,000 images)" in out
+    assert "Ankle boot" in out and "confusion matrix" in out
     code, _, err = run_cli(capsys, "train", "--runs-dir", tmp_path, "--name", "one")
     assert code == 2
     assert_one_line_error(err, "a run already exists there")
+
+
+def test_the_default_trains_on_all_60000_and_has_no_validation_split(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "train", "--epochs", "1", "--hidden", "64", "--runs-dir", tmp_path, "--name", "all",
+        "--no-download", "--no-plots",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "val" not in out.split("run folder")[1].split("last epoch")[0]  # no validation columns
+    assert "last epoch 1 (no validation set); test accuracy 0.8" in out
+    best = tmp_path / "all" / "best.npz"
+    code, _, err = run_cli(capsys, "evaluate", best, "--split", "val")
+    assert code == 2
+    assert_one_line_error(err, "best.npz: its model was trained with no validation set (val_size 0)")
+    code, out, _ = run_cli(capsys, "evaluate", best, "--split", "train")
+    assert code == 0 and "(60,000 images)" in out
 
 
 def test_predict_agrees_with_the_model_on_real_test_images(capsys, tmp_path, small_run, real_data):

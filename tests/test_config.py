@@ -51,3 +51,14 @@ def test_validation_names_the_setting():
         TrainConfig(dropout=1.5)
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("best")
+
+
+def test_the_default_trains_on_everything_and_the_validation_preset_holds_5000_out():
+    default, validation = PRESETS["default"], PRESETS["validation"]
+    assert default.val_size == 0 and validation.val_size == 5_000
+    assert validation == default.replace(val_size=5_000)  # the recipe that was chosen on validation
+    assert TrainConfig(val_size=0).val_size == 0
+    with pytest.raises(ValueError, match="between 0 and 59,999"):
+        TrainConfig(val_size=-1)
+    with pytest.raises(ValueError, match=r"early stopping \(patience\) needs a validation set"):
+        TrainConfig(val_size=0, patience=3)

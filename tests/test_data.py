@@ -37,6 +37,13 @@ def test_real_files_verify_and_split_reproducibly(real_data):
     assert len(other.val) == 10_000 and not np.array_equal(other.val.y[:100], real_data.val.y[:100])
 
 
+def test_a_validation_size_of_0_keeps_every_training_image():
+    images = np.arange(5 * 28 * 28, dtype=np.uint8).reshape(5, 28, 28)
+    train, val = data.split_train_val(images, np.arange(5), 0, seed=3)
+    assert train.x.shape == (5, 784) and train.y.tolist() == [0, 1, 2, 3, 4]
+    assert val.x.shape == (0, 784) and val.x.dtype == np.float32 and len(val) == 0
+
+
 def test_search_order_is_flag_env_cache_debian(tmp_path, monkeypatch):
     flag, env = tmp_path / "flag", tmp_path / "env"
     write_idx_set(flag)

@@ -242,7 +242,7 @@ def test_a_diverging_config_is_recorded_not_fatal(tmp_path, capsys):
 
 def test_a_cut_off_tpe_trial_is_retried_once_per_attempt(tmp_path):
     storage = search.open_storage(None, tmp_path)
-    plan = search.tpe_plan(_space(tmp_path), 4, PRESETS["default"])
+    plan = search.tpe_plan(_space(tmp_path), 4, PRESETS["validation"])
     study = search.open_study(plan, storage, "retry")
     trial = study.ask({"lr": optuna.distributions.FloatDistribution(0.01, 0.2, log=True)})
     study._storage.set_trial_user_attr(trial._trial_id, "pid", 2**22 + 12345)  # a process that is gone

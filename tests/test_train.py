@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashion_mlp import checkpoint, runs
+from fashion_mlp import checkpoint, data, runs
 from fashion_mlp import train as train_module
 from fashion_mlp.config import PRESETS, TrainConfig
 from fashion_mlp.evaluation import Evaluation
@@ -10,7 +10,7 @@ from fashion_mlp.nn import cross_entropy, softmax_cross_entropy
 from fashion_mlp.train import Callback, TrainingDiverged, train
 
 
-@pytest.mark.parametrize("preset", ["report", "default"])
+@pytest.mark.parametrize("preset", ["report", "validation"])
 def test_two_epochs_on_the_real_data_reach_80_percent(real_data, preset):
     state = train(PRESETS[preset].replace(epochs=2, patience=0), real_data)
     assert len(state.history) == 2
@@ -48,12 +48,48 @@ def test_early_stopping_restores_the_best_weights(small_data, monkeypatch):
         lambda model, x, y: Evaluation(1.0, next(scripted), np.zeros((10, 10))),
     )
     snapshots = Snapshots()
-    config = TrainConfig(hidden_sizes=(16,), epochs=5, lr=0.1, patience=2)
+    config = TrainConfig(hidden_sizes=(16,), epochs=5, lr=0.1, patience=2, val_size=1_000)
     state = train(config, small_data, [snapshots])
     assert state.epoch == 4 and state.best_epoch == 2  # stopped two epochs after the best
     assert not np.array_equal(snapshots.weights[1]["fc1.weight"], snapshots.weights[3]["fc1.weight"])
     for name, value in state.model.state_dict().items():
         np.testing.assert_array_equal(value, snapshots.weights[1][name])
+
+
+def without_validation(dataset):
+    empty = data.Split(np.empty((0, 784), np.float32), np.empty(0, np.int64))
+    return data.Dataset(dataset.train, empty, dataset.test, dataset.source)
+
+
+def test_without_validation_images_training_keeps_the_last_epoch(small_data):
+    snapshots = Snapshots()
+    config = TrainConfig(hidden_sizes=(16,), epochs=3, lr=0.1, val_size=0)
+    state = train(config, without_validation(small_data), [snapshots])
+    assert state.best_epoch == 3 and state.best_accuracy == -1.0
+    assert all(r.val_accuracy is None and r.val_loss is None for r in state.history)
+    assert not np.array_equal(snapshots.weights[1]["fc1.weight"], snapshots.weights[2]["fc1.weight"])
+    for name, value in state.model.state_dict().items():
+        np.testing.assert_array_equal(value, snapshots.weights[2][name])
+
+
+def test_a_run_without_validation_writes_empty_cells_and_its_report_says_so(small_data, tmp_path):
+    from fashion_mlp import figures, report
+
+    config = TrainConfig(hidden_sizes=(16,), epochs=2, lr=0.1, val_size=0)
+    summary = runs.run(config, without_validation(small_data), tmp_path)
+    assert summary["val_accuracy"] is None and summary["best_epoch"] == 2
+    assert summary["split"] == {"train": 3000, "val": 0, "test": 1000}
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[1].split(",")[3:5] == ["", ""]
+    metrics = runs.read_metrics(tmp_path / "metrics.csv")
+    assert np.isnan(metrics["val_accuracy"]).all() and np.isnan(metrics["val_loss"]).all()
+    assert metrics["train_accuracy"][-1] == summary["train_accuracy"] > 0.5
+    assert checkpoint.load(tmp_path / "best.npz").meta["best_val_accuracy"] is None
+    assert runs.load_state(tmp_path).best_accuracy == -1.0
+    figures.draw(tmp_path, small_data.test)
+    html = report.write(tmp_path)[1].read_text()
+    assert "No images were held out for validation, so training kept its last epoch, 2" in html
+    assert "validation (end of the best epoch)" not in html
 
 
 class Poison(Callback):
@@ -81,16 +117,18 @@ class Interrupt(Callback):
         {},
         {"dropout": 0.2, "input_dropout": 0.1, "augment": True, "optimizer": "adam", "lr": 1e-3},
         {"centre_inputs": False},
+        {"val_size": 0},
     ],
 )
 def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
-    config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, decay=0.01).replace(**extra)
-    whole = runs.run(config, small_data, tmp_path / "whole")
+    config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, decay=0.01, val_size=1_000).replace(**extra)
+    dataset = small_data if config.val_size else without_validation(small_data)
+    whole = runs.run(config, dataset, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
-        runs.run(config, small_data, tmp_path / "cut", [Interrupt()])
+        runs.run(config, dataset, tmp_path / "cut", [Interrupt()])
     state = runs.load_state(tmp_path / "cut")
     assert state.epoch == 2
-    resumed = runs.run(config, small_data, tmp_path / "cut", state=state)
+    resumed = runs.run(config, dataset, tmp_path / "cut", state=state)
     assert resumed["test_accuracy"] == whole["test_accuracy"]
     a = checkpoint.load(tmp_path / "whole" / "last.npz").model.state_dict()
     b = checkpoint.load(tmp_path / "cut" / "last.npz").model.state_dict()

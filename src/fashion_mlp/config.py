@@ -46,7 +46,9 @@ class TrainConfig:
     max_shift: int = 2
     label_smoothing: float = 0.05  # train towards (1 - e) * onehot + e / 10
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off
-    val_size: int = 5_000  # the report held out 15,000; its preset still does
+    # Images held out of the 60,000 for validation, which scores every epoch and keeps the best one.
+    # 0 trains on all 60,000 and keeps the last epoch: for a recipe already chosen on validation.
+    val_size: int = 0
     split_seed: int = 0  # which of the 60,000 training images are held out for validation
     seed: int = 0  # initialisation, shuffling, dropout and augmentation
 
@@ -70,9 +72,10 @@ class TrainConfig:
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.input_dropout < 1, "input dropout must be in [0, 1)"),
             (self.patience >= 0, "patience must be zero or positive"),
+            (self.patience == 0 or self.val_size > 0, "early stopping (patience) needs a validation set"),
             (0 <= self.max_shift <= 8, "max shift must be between 0 and 8 pixels"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
-            (0 < self.val_size < 60_000, "validation size must be between 1 and 59,999"),
+            (0 <= self.val_size < 60_000, "validation size must be between 0 and 59,999"),
         ]
         for ok, message in checks:
             if not ok:
@@ -164,8 +167,11 @@ def _fits(value: Any, expected: str) -> bool:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # Our best recipe, chosen on validation accuracy only.
+    # Our best recipe, chosen on validation accuracy only (as the "validation" preset), then trained
+    # on all 60,000 training images: holding out 5,000 cost more than picking the best epoch gained.
     "default": TrainConfig(),
+    # The same recipe on 55,000 images, with 5,000 held out to score every epoch and keep the best.
+    "validation": TrainConfig(val_size=5_000),
     # The report's Table 2. He initialisation diverges at lr 1.0; the report's own results imply
     # weights drawn from N(0, 0.01^2), which reproduces its Table 1 (see README).
     "report": TrainConfig(

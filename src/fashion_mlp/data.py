@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import urllib.request
@@ -183,7 +184,7 @@ NORMALISATION = {"offset": 127.5, "scale": 127.5}  # x' = (x - offset) / scale, 
 
 def normalise(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) to float32 (N, 784) in [-1, 1]: (x - 127.5) / 127.5."""
-    flat = images.reshape(len(images), -1).astype(np.float32)
+    flat = images.reshape(len(images), math.prod(images.shape[1:])).astype(np.float32)  # also for 0 images
     flat -= NORMALISATION["offset"]
     flat *= 1.0 / NORMALISATION["scale"]
     return flat

@@ -26,12 +26,14 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def training_curves(metrics: dict[str, np.ndarray], lr_per_step: np.ndarray, path: Path) -> Path:
-    """Loss and accuracy per epoch (train and validation), and the learning rate per iteration."""
+    """Loss and accuracy per epoch (train, and validation if there was any), and the learning rate per
+    iteration."""
     epochs = metrics["epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, key, label in ((axes[0], "loss", "Cross-entropy loss"), (axes[1], "accuracy", "Accuracy")):
         ax.plot(epochs, metrics[f"train_{key}"], "o-", label="train (mean over the epoch)")
-        ax.plot(epochs, metrics[f"val_{key}"], "s-", label="validation (end of epoch)")
+        if not np.isnan(metrics[f"val_{key}"]).all():
+            ax.plot(epochs, metrics[f"val_{key}"], "s-", label="validation (end of epoch)")
         ax.set(xlabel="epoch", ylabel=label, title=f"{label} per epoch")
         ax.grid(alpha=0.3)
         ax.legend()

@@ -21,8 +21,8 @@ from .figures import figure_paths
 from .files import atomic_write_bytes, read_json
 
 CAPTIONS = {
-    "curves": "Training curves: loss and accuracy per epoch (train averaged over the epoch, validation at "
-    "its end), and the learning rate at every mini-batch step.",
+    "curves": "Training curves: loss and accuracy per epoch (train averaged over the epoch; validation, if "
+    "any, at its end), and the learning rate at every mini-batch step.",
     "weights": "Each first-hidden-layer neuron's input weights as a 28x28 image "
     "(red positive, blue negative).",
     "learned": "What training changed: final minus initial first-layer weights (the initial ones are "
@@ -67,8 +67,7 @@ def build(run_dir: Path, search_dir: Path | None = None) -> list[Block]:
         f"Python {machine.get('python', '?')} on {machine.get('cpus', '?')} CPU cores.",
         "## Results",
         _results_table(summary),
-        f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}, chosen by validation accuracy; "
-        f"the test set chose nothing. Training took {summary['train_seconds']:.1f} s "
+        _chosen(summary) + f" Training took {summary['train_seconds']:.1f} s "
         f"({summary['train_samples_per_second']:,.0f} samples/s), {summary['wall_seconds']:.1f} s in all.",
         "## Per-class scores on the test set",
         _per_class_table(confusion),
@@ -89,12 +88,26 @@ def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _chosen(summary: dict[str, Any]) -> str:
+    if summary["val_accuracy"] is None:
+        return (
+            f"No images were held out for validation, so training kept its last epoch, "
+            f"{summary['best_epoch']}; the test set chose nothing."
+        )
+    return (
+        f"Best epoch {summary['best_epoch']} of {summary['epochs_run']}, chosen by validation accuracy; "
+        f"the test set chose nothing."
+    )
+
+
 def _results_table(summary: dict[str, Any]) -> Table:
     rows = [
         ("train (mean over the best epoch)", "train"),
         ("validation (end of the best epoch)", "val"),
         ("test (best epoch's weights)", "test"),
     ]
+    if summary["val_accuracy"] is None:
+        rows = [("train (mean over the last epoch)", "train"), ("test (last epoch's weights)", "test")]
     return Table(
         ["split", "accuracy", "loss"],
         [

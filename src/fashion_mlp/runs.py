@@ -49,7 +49,7 @@ def checkpoint_meta(state: TrainState, data: Dataset) -> dict[str, Any]:
         "epoch": state.epoch,
         "step": state.step,
         "best_epoch": state.best_epoch,
-        "best_val_accuracy": state.best_accuracy,
+        "best_val_accuracy": state.best_accuracy if len(data.val) else None,
         "history": [dataclasses.asdict(r) for r in state.history],
         "rng_state": state.rng.bit_generator.state,
     }
@@ -120,7 +120,7 @@ def run(
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """metrics.csv as one array per column."""
+    """metrics.csv as one array per column; an empty cell (no validation set) reads as NaN."""
     try:
         with Path(path).open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -129,7 +129,7 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     if not rows or set(rows[0]) != set(METRIC_FIELDS):
         raise ValueError(f"{path}: not a metrics file of fashion-mlp (expected columns {METRIC_FIELDS})")
     try:
-        return {name: np.array([float(row[name]) for row in rows]) for name in METRIC_FIELDS}
+        return {name: np.array([float(row[name] or "nan") for row in rows]) for name in METRIC_FIELDS}
     except (TypeError, ValueError):
         raise ValueError(f"{path}: a value is not a number") from None
 
@@ -154,7 +154,7 @@ def load_state(run_dir: Path) -> TrainState:
         rng=rng,
         epoch=meta["epoch"],
         step=meta["step"],
-        best_accuracy=meta["best_val_accuracy"],
+        best_accuracy=-1.0 if meta["best_val_accuracy"] is None else meta["best_val_accuracy"],
         best_epoch=meta["best_epoch"],
         best_state=best.model.state_dict(),
         history=[EpochRecord(**r) for r in meta["history"]],

@@ -27,8 +27,8 @@ class EpochRecord:
     # like val_loss, even when label smoothing changes what the gradient pulls towards.
     train_loss: float
     train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+    val_loss: float | None  # None: no validation set (val_size 0)
+    val_accuracy: float | None
     lr: float  # the rate of the epoch's last step
     seconds: float  # training time of the epoch, validation excluded
     samples_per_second: float
@@ -44,7 +44,7 @@ class TrainState:
     rng: np.random.Generator
     epoch: int = 0  # epochs completed
     step: int = 0  # mini-batch steps completed
-    best_accuracy: float = -1.0
+    best_accuracy: float = -1.0  # stays -1 without a validation set, where the last epoch is kept
     best_epoch: int = 0
     best_state: dict[str, np.ndarray] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
@@ -122,6 +122,9 @@ def train(
 ) -> TrainState:
     """Train for config.epochs (or until early stopping); return the state with the best weights loaded.
 
+    The best epoch is the one with the highest validation accuracy, or the last one when the data has
+    no validation images.
+
     Pass ``state`` (e.g. from a checkpoint) to continue a run where it stopped.
     """
     state = state if state is not None else new_state(config, data)
@@ -130,9 +133,14 @@ def train(
         # Overflow shows up as a non-finite loss, which stops training with advice; no warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             record = _train_epoch(state, data, schedule, callbacks)
-        improved = record.val_accuracy > state.best_accuracy
+        if record.val_accuracy is None:
+            improved = True
+            state.best_epoch = record.epoch
+        else:
+            improved = record.val_accuracy > state.best_accuracy
+            if improved:
+                state.best_accuracy, state.best_epoch = record.val_accuracy, record.epoch
         if improved:
-            state.best_accuracy, state.best_epoch = record.val_accuracy, record.epoch
             state.best_state = state.model.state_dict()
         for callback in callbacks:
             callback.on_epoch_end(state, record, improved)
@@ -170,13 +178,13 @@ def _train_epoch(
             callback.on_step(state, loss)
     seconds = time.perf_counter() - started
     state.epoch += 1
-    val = evaluate(model, data.val.x, data.val.y)
+    val = evaluate(model, data.val.x, data.val.y) if len(data.val) else None
     record = EpochRecord(
         epoch=state.epoch,
         train_loss=loss_sum / n,
         train_accuracy=correct / n,
-        val_loss=val.loss,
-        val_accuracy=val.accuracy,
+        val_loss=val.loss if val else None,
+        val_accuracy=val.accuracy if val else None,
         lr=optimizer.lr,
         seconds=seconds,
         samples_per_second=n / seconds,

@@ -52,9 +52,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress: list[Callback] = [] if args.quiet else [Progress(config, len(dataset.train))]
     print(f"run folder: {run_dir}")
     summary = runs.run(config, dataset, run_dir, progress, state)
+    chosen = (
+        f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}"
+        if summary["val_accuracy"] is not None
+        else f"last epoch {summary['best_epoch']} (no validation set)"
+    )
     print(
-        f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}; "
-        f"test accuracy {summary['test_accuracy']:.4f}, test loss {summary['test_loss']:.4f}; "
+        f"{chosen}; test accuracy {summary['test_accuracy']:.4f}, test loss {summary['test_loss']:.4f}; "
         f"{summary['train_samples_per_second']:,.0f} training samples/s, "
         f"{summary['wall_seconds']:.1f} s in all"
     )
@@ -70,7 +74,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.trials is not None and args.space is None:
         raise UsageError("search: --trials needs --space FILE.toml")
-    preset = args.preset or ("report" if args.sweep == "report" else "default")
+    preset = args.preset or ("report" if args.sweep == "report" else "validation")
     base = make_config(preset, args.config, epochs=args.epochs)
     if args.sweep is not None:
         plan, study_name = search.sweep_plan(args.sweep, base), f"sweep-{args.sweep}"
@@ -185,11 +189,15 @@ class Progress(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        val = (
+            f"  val loss {record.val_loss:.4f} acc {record.val_accuracy:.4f}"
+            if record.val_accuracy is not None
+            else ""
+        )
         print(
             f"epoch {record.epoch:>3}/{self.config.epochs}  train loss {record.train_loss:.4f} "
-            f"acc {record.train_accuracy:.4f}  val loss {record.val_loss:.4f} "
-            f"acc {record.val_accuracy:.4f}  lr {record.lr:.4g}  {record.seconds:.2f} s"
-            + ("  *best" if improved else ""),
+            f"acc {record.train_accuracy:.4f}{val}  lr {record.lr:.4g}  {record.seconds:.2f} s"
+            + ("  *best" if improved and val else ""),
             flush=True,
         )
 
@@ -199,6 +207,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = loaded.meta.get("config", {})
     dataset = _load_data(args, config.get("val_size", 15_000), config.get("split_seed", 0))
     split = getattr(dataset, args.split)
+    if not len(split):
+        raise UsageError(f"{args.checkpoint}: its model was trained with no validation set (val_size 0); "
+                         "evaluate it on --split test or train")  # fmt: skip
     result = evaluate(loaded.model, split.x, split.y)
     print(f"{args.split}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} ({len(split):,} images)")
     print("per-class accuracy:")

@@ -99,8 +99,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default="default",
-        help="starting settings: 'default' is our best recipe, 'report' the report's "
-        "Table 2 (default: default)",
+        help="starting settings: 'default' is our best recipe, trained on all 60,000 training images; "
+        "'validation' the same with 5,000 held out to score every epoch and keep the best; 'report' "
+        "the report's Table 2 (default: default)",
     )
     run.add_argument(
         "--config",
@@ -185,7 +186,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=int,
         help="stop after this many epochs without a better validation accuracy (0: never)",
     )
-    net.add_argument("--val-size", type=int, help="images held out of the 60,000 for validation")
+    net.add_argument(
+        "--val-size",
+        type=int,
+        help="images held out of the 60,000 to score each epoch and keep the best; 0: none, keep the last",
+    )
     net.add_argument("--split-seed", type=int, help="seed of the train/validation split")
     net.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout")
 
@@ -218,7 +223,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="the base config each trial starts from (default: report for --sweep report, else default)",
+        help="the base config each trial starts from; it needs a validation set (default: report for "
+        "--sweep report, else validation)",
     )
     p.add_argument("--config", type=Path, metavar="FILE.toml", help="base settings from a TOML file")
     p.add_argument("--epochs", type=int, help="override the base config's epochs")

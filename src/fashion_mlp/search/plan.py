@@ -48,6 +48,13 @@ class Plan:
     space: dict[str, dict[str, Any]] | None = None
     n_trials: int = 0
 
+    def __post_init__(self) -> None:
+        if self.base.val_size == 0:
+            raise ValueError(
+                "search: trials are scored on validation accuracy, but the base config has val_size 0; "
+                "use --preset validation or set val_size"
+            )
+
     @property
     def total(self) -> int:
         return len(self.points) if self.points is not None else self.n_trials
