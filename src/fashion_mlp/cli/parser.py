@@ -184,7 +184,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--patience",
         type=int,
-        help="stop after this many epochs without a better validation accuracy (0: never)",
+        help="stop after this many epochs without a better validation accuracy (0: never); "
+        "needs --val-size above 0",
     )
     net.add_argument(
         "--val-size",
