@@ -36,7 +36,10 @@ def assert_one_line_error(err, *fragments):
         (["train", "--config", "missing.toml"], ["missing.toml: no such file"]),
         (["train", "--resume", "nowhere"], ["nowhere: no last.npz to resume from"]),
         (["train", "--patience", "3"], ["early stopping (patience) needs a validation set"]),
-        (["search", "--sweep", "report", "--preset", "default"], ["base config has val_size 0"]),
+        (
+            ["search", "--sweep", "report", "--preset", "default", "--epochs", "1", "--limit-train", "100"],
+            ["base config has val_size 0"],
+        ),
         (["evaluate", "missing.npz"], ["missing.npz: no such checkpoint file"]),
         (["evaluate", "x.npz", "--split", "dev"], ["invalid choice: 'dev'"]),
         (["predict", "x.npz"], ["the following arguments are required: images"]),
