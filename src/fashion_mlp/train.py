@@ -133,15 +133,12 @@ def train(
         # Overflow shows up as a non-finite loss, which stops training with advice; no warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             record = _train_epoch(state, data, schedule, callbacks)
-        if record.val_accuracy is None:
-            improved = True
-            state.best_epoch = record.epoch
-        else:
-            improved = record.val_accuracy > state.best_accuracy
-            if improved:
-                state.best_accuracy, state.best_epoch = record.val_accuracy, record.epoch
+        validated = record.val_accuracy is not None
+        improved = not validated or record.val_accuracy > state.best_accuracy
         if improved:
-            state.best_state = state.model.state_dict()
+            state.best_epoch, state.best_state = record.epoch, state.model.state_dict()
+            if validated:
+                state.best_accuracy = record.val_accuracy
         for callback in callbacks:
             callback.on_epoch_end(state, record, improved)
         if config.patience and state.epoch - state.best_epoch >= config.patience:
