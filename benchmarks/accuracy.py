@@ -86,17 +86,22 @@ def torch_best_recipe(dataset: data.Dataset, seed: int) -> dict:
             loss_fn(model(x[idx]), y[idx]).backward()
             optimizer.step()
             schedule.step()
-        model.eval()
-        with torch.inference_mode():
-            test = float((model(xt).argmax(1).numpy() == dataset.test.y).mean())
-            if not len(xv):  # no validation set: the last epoch is the one kept
-                best_test = test
-                continue
-            val = float((model(xv).argmax(1).numpy() == dataset.val.y).mean())
+        if len(xv):  # keep the best epoch's test score; without validation, the last epoch's
+            val = accuracy(model, xv, dataset.val.y)
             if val > best:
-                best, best_test = val, test
+                best, best_test = val, accuracy(model, xt, dataset.test.y)
+    if not len(xv):
+        best_test = accuracy(model, xt, dataset.test.y)
     seconds = time.perf_counter() - started
     return {"test_accuracy": best_test, "val_accuracy": best if len(xv) else None, "seconds": seconds}
+
+
+def accuracy(model, x, y: np.ndarray) -> float:
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        return float((model(x).argmax(1).numpy() == y).mean())
 
 
 def main() -> None:
