@@ -20,7 +20,7 @@ def test_report_preset_is_the_reports_table_2():
         0,
         0,
     )
-    assert not report.augment and report.patience == 0
+    assert not report.augment and report.patience == 0 and report.hardest_of == 1
 
 
 def test_flags_override_a_file_which_overrides_the_preset(tmp_path):
@@ -51,6 +51,8 @@ def test_validation_names_the_setting():
         TrainConfig(dropout=1.5)
     with pytest.raises(ValueError, match="unknown preset"):
         make_config("best")
+    with pytest.raises(ValueError, match="hardest_of must be at least 1"):
+        TrainConfig(hardest_of=0)
 
 
 def test_the_default_trains_on_everything_and_the_validation_preset_holds_5000_out():

@@ -32,6 +32,35 @@ def test_train_loss_is_the_cross_entropy_of_the_true_labels_with_label_smoothing
     assert state.history[-1].train_loss == pytest.approx(true_loss, abs=1e-5)
 
 
+def test_hardest_rows_are_those_with_the_highest_loss():
+    # each row's loss falls as the logit of its label (0) rises: rows 3 and 1 are the worst
+    logits = np.array([[2.0, 0.0], [-1.0, 0.0], [0.5, 0.0], [-3.0, 0.0], [1.0, 0.0]])
+    labels = np.zeros(5, dtype=np.int64)
+    np.testing.assert_array_equal(train_module.hardest_rows(logits, labels, 0.0, 2), [1, 3])
+    np.testing.assert_array_equal(train_module.hardest_rows(logits, labels, 0.1, 3), [1, 2, 3])
+    np.testing.assert_array_equal(train_module.hardest_rows(logits, labels, 0.0, 9), np.arange(5))
+
+
+class Steps(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_step(self, state, loss):
+        self.losses.append(loss)
+
+
+def test_learning_from_the_hardest_third_of_each_step_on_the_real_data(small_data):
+    # 3,000 images scored 3 x 100 at a time: 10 steps an epoch, each learning from its 100 worst
+    config = TrainConfig(hidden_sizes=(64,), epochs=6, batch_size=100, lr=0.05, hardest_of=3,
+                         val_size=1_000)  # fmt: skip
+    steps = Steps()
+    state = train(config, small_data, [steps])
+    assert state.step == 60 and len(steps.losses) == 60
+    assert state.best_accuracy >= 0.75
+    # a step's loss is over its hardest 100 images, so above the epoch's loss over all 3,000
+    assert np.mean(steps.losses[-10:]) > 1.5 * state.history[-1].train_loss
+
+
 class Snapshots(Callback):
     def __init__(self):
         self.weights = []
@@ -118,6 +147,7 @@ class Interrupt(Callback):
         {"dropout": 0.2, "input_dropout": 0.1, "augment": True, "optimizer": "adam", "lr": 1e-3},
         {"centre_inputs": False},
         {"val_size": 0},
+        {"hardest_of": 3, "batch_size": 64},
     ],
 )
 def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):

@@ -45,6 +45,9 @@ class TrainConfig:
     augment: bool = False  # random horizontal flips, and shifts of up to max_shift pixels
     max_shift: int = 2
     label_smoothing: float = 0.05  # train towards (1 - e) * onehot + e / 10
+    # Each step scores hardest_of * batch_size images and learns from the batch_size of them with
+    # the highest loss: the backward pass, two thirds of a step's arithmetic, only for those. 1: all.
+    hardest_of: int = 1
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off
     # Images held out of the 60,000 for validation, which scores every epoch and keeps the best one.
     # 0 trains on all 60,000 and keeps the last epoch: for a recipe already chosen on validation.
@@ -75,6 +78,7 @@ class TrainConfig:
             (self.patience == 0 or self.val_size > 0, "early stopping (patience) needs a validation set"),
             (0 <= self.max_shift <= 8, "max shift must be between 0 and 8 pixels"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (self.hardest_of >= 1, "hardest_of must be at least 1"),
             (0 <= self.val_size < 60_000, "validation size must be between 0 and 59,999"),
         ]
         for ok, message in checks:
@@ -143,6 +147,7 @@ FIELD_TYPES = {
     "augment": "true or false",
     "max_shift": "an integer",
     "label_smoothing": "a number",
+    "hardest_of": "an integer",
     "patience": "an integer",
     "val_size": "an integer",
     "split_seed": "an integer",
@@ -193,6 +198,7 @@ PRESETS: dict[str, TrainConfig] = {
         centre_inputs=False,  # it scaled pixels to [-1, 1], which it took to be centring
         augment=False,
         label_smoothing=0.0,
+        hardest_of=1,
         patience=0,
         val_size=15_000,  # its 45,000 / 15,000 split
     ),

@@ -15,7 +15,7 @@ import numpy as np
 from .config import TrainConfig
 from .data import IMAGE_SIDE, Dataset, augment_batch
 from .evaluation import evaluate
-from .nn import MLP, SGD, Adam, Optimizer, Schedule, cross_entropy, softmax_cross_entropy
+from .nn import MLP, SGD, Adam, Optimizer, Schedule, cross_entropy, example_losses, softmax_cross_entropy
 
 N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, 10
 
@@ -105,7 +105,7 @@ def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
 
 
 def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
-    return math.ceil(n_train / config.batch_size)
+    return math.ceil(n_train / (config.batch_size * config.hardest_of))
 
 
 def new_state(config: TrainConfig, data: Dataset) -> TrainState:
@@ -152,22 +152,26 @@ def _train_epoch(
 ) -> EpochRecord:
     config, model, optimizer = state.config, state.model, state.optimizer
     x_train, y_train = data.train.x, data.train.y
-    n, batch_size = len(y_train), config.batch_size
+    n, scored = len(y_train), config.batch_size * config.hardest_of
     order = state.rng.permutation(n)
     loss_sum, correct = 0.0, 0
     started = time.perf_counter()
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
+    for start in range(0, n, scored):
+        idx = order[start : start + scored]
         xb, yb = x_train[idx], y_train[idx]  # a fresh contiguous copy: augmentation may change it
         if config.augment:
             augment_batch(xb, state.rng, config.max_shift)
         optimizer.lr = schedule.lr_at(state.step)
         logits = model.forward(xb)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        loss_sum += cross_entropy(logits, yb) * len(idx)  # over every image scored, true labels
+        if config.hardest_of > 1:
+            rows = hardest_rows(logits, yb, config.label_smoothing, -(-len(idx) // config.hardest_of))
+            model.keep_rows(rows)
+            logits, yb = logits[rows], yb[rows]
         loss, dlogits = softmax_cross_entropy(logits, yb, config.label_smoothing)
         if not math.isfinite(loss):
             raise TrainingDiverged(_divergence_message(config, state, loss))
-        correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-        loss_sum += (cross_entropy(logits, yb) if config.label_smoothing else loss) * len(idx)
         model.backward(dlogits)
         optimizer.step()
         state.step += 1
@@ -188,6 +192,14 @@ def _train_epoch(
     )
     state.history.append(record)
     return record
+
+
+def hardest_rows(logits: np.ndarray, labels: np.ndarray, smoothing: float, k: int) -> np.ndarray:
+    """The rows of the k examples with the highest training loss, in ascending order."""
+    losses = example_losses(logits, labels, smoothing)
+    if k >= len(losses):
+        return np.arange(len(losses))
+    return np.sort(np.argpartition(losses, len(losses) - k)[-k:])
 
 
 def _divergence_message(config: TrainConfig, state: TrainState, loss: float) -> str:

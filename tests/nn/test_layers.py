@@ -118,6 +118,28 @@ def test_network_gradients_match_finite_differences(rng, dropout, input_dropout,
         np.testing.assert_allclose(param.grad, numeric_grad(loss, param.value), rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("centred", [False, True])
+def test_keep_rows_gives_the_gradient_of_the_loss_over_those_rows_alone(rng, centred):
+    mean = rng.standard_normal(6) if centred else None
+    model = MLP([6, 5, 4, 3], rng, 0.3, np.float64, input_dropout=0.2, input_mean=mean)
+    for p in model.parameters():
+        p.value += 0.1 * rng.standard_normal(p.value.shape)
+    x, y, rows = rng.standard_normal((9, 6)), rng.integers(0, 3, 9), np.array([1, 4, 5, 8])
+
+    def loss():  # the whole batch goes forward, with its dropout masks; only the rows are scored
+        return softmax_cross_entropy(_forward(model, x)[rows], y[rows])[0]
+
+    logits = _forward(model, x)
+    model.keep_rows(rows)
+    model.backward(softmax_cross_entropy(logits[rows], y[rows])[1])
+    for param in model.parameters():
+        np.testing.assert_allclose(param.grad, numeric_grad(loss, param.value), rtol=1e-5, atol=1e-8)
+    # and every row of the batch would have given a different gradient
+    _, dlogits = softmax_cross_entropy(_forward(model, x), y)
+    model.backward(dlogits)
+    assert not np.allclose(model.linears[0].weight.grad, numeric_grad(loss, model.linears[0].weight.value))
+
+
 def _forward(model, x):
     """Forward with every dropout layer's mask fixed, so the loss is a function of the weights."""
     for layer in model.layers:

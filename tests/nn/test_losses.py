@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fashion_mlp.nn import cross_entropy, log_softmax, softmax, softmax_cross_entropy
+from fashion_mlp.nn import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
 
 
 def naive_cross_entropy(logits, labels):
@@ -75,3 +75,16 @@ def test_cross_entropy_scores_the_true_labels_whatever_the_smoothing():
     assert cross_entropy(logits, labels) == pytest.approx(softmax_cross_entropy(logits, labels)[0], rel=1e-12)
     smoothed = softmax_cross_entropy(logits, labels, smoothing=0.3)[0]
     assert smoothed - cross_entropy(logits, labels) > 1.0  # smoothing punishes confidence; the score does not
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_example_losses_are_each_rows_training_loss(smoothing):
+    rng = np.random.default_rng(2)
+    logits, labels = rng.standard_normal((5, 10)), rng.integers(0, 10, 5)
+    target = (1 - smoothing) * np.eye(10)[labels] + smoothing / 10
+    expected = -(target * np.log(softmax(logits))).sum(axis=1)
+    np.testing.assert_allclose(example_losses(logits, labels, smoothing), expected, rtol=1e-12)
+    for i in range(5):  # one row alone is a batch of one
+        assert example_losses(logits, labels, smoothing)[i] == pytest.approx(
+            softmax_cross_entropy(logits[i : i + 1], labels[i : i + 1], smoothing)[0], rel=1e-12
+        )

@@ -182,6 +182,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="train towards (1 - e) * onehot + e / 10 instead of onehot, e in [0, 1)",
     )
     net.add_argument(
+        "--hardest-of",
+        type=int,
+        metavar="N",
+        help="each step scores N mini-batches of images and learns only from the batch-size of them "
+        "with the highest loss (1: from all)",
+    )
+    net.add_argument(
         "--patience",
         type=int,
         help="stop after this many epochs without a better validation accuracy (0: never); "
@@ -272,7 +279,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 CONFIG_FLAGS = (
     "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
     "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout",
-    "centre_inputs", "augment", "max_shift", "label_smoothing", "patience", "val_size", "split_seed", "seed",
+    "centre_inputs", "augment", "max_shift", "label_smoothing", "hardest_of",
+    "patience", "val_size", "split_seed", "seed",
 )  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """The from-scratch network: pure NumPy, no files, no printing."""
 
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
-from .losses import cross_entropy, log_softmax, softmax, softmax_cross_entropy
+from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
 from .model import CENTRE_MEAN, INITS, MLP, state_shapes
 from .optim import SGD, Adam, Optimizer
 from .schedules import SCHEDULES, Schedule
@@ -22,6 +22,7 @@ __all__ = [
     "ReLU",
     "Schedule",
     "cross_entropy",
+    "example_losses",
     "log_softmax",
     "softmax",
     "softmax_cross_entropy",

@@ -1,7 +1,9 @@
 """Layers of a fully connected network: each forward(x) caches what backward(grad) needs.
 
 Shapes: a batch is a 2-D array (batch, features). ``backward`` takes dLoss/dOutput and
-returns dLoss/dInput, writing parameter gradients into ``Parameter.grad``.
+returns dLoss/dInput, writing parameter gradients into ``Parameter.grad``. Between the two,
+``keep_rows(rows)`` narrows what forward cached to some rows of the batch, so that backward costs
+only those rows: training can score a large batch and learn from its hardest examples.
 
 In training, each layer writes its outputs into arrays it keeps from one step to the next, so a
 step allocates (almost) nothing: a fresh half-megabyte array costs page faults, which make a matmul
@@ -45,6 +47,15 @@ class Layer:
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """Keep only these rows of the batch the last forward cached (a layer that caches nothing
+        has nothing to do)."""
+
+    def _rows(self, name: str, array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``array[rows]``, gathered into the layer's reusable array ``name``."""
+        out = self._buffer(name, (len(rows), *array.shape[1:]), array.dtype)
+        return np.take(array, rows, axis=0, out=out)
 
     def parameters(self) -> list[Parameter]:
         return []
@@ -91,6 +102,10 @@ class Linear(Layer):
         grad_in = self._buffer("grad_in", self._input.shape, grad.dtype)
         return np.matmul(grad, self.weight.value.T, out=grad_in)
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        assert self._input is not None, "keep_rows() called before forward()"
+        self._input = self._rows("input_rows", self._input, rows)
+
     def parameters(self) -> list[Parameter]:
         return [self.weight, self.bias]
 
@@ -133,6 +148,10 @@ class ReLU(Layer):
         grad *= np.greater(self._output, 0, out=self._buffer("active", grad.shape, np.dtype(bool)))
         return grad
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        assert self._output is not None, "keep_rows() called before forward()"
+        self._output = self._rows("output_rows", self._output, rows)
+
 
 class Dropout(Layer):
     """Inverted dropout: zero each unit with probability ``rate`` and scale the rest by 1/(1-rate).
@@ -168,3 +187,7 @@ class Dropout(Layer):
         if self.mask is None:
             return grad
         return np.multiply(grad, self.mask, out=self._buffer("grad_in", grad.shape, grad.dtype))
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        if self.mask is not None:
+            self.mask = self._rows("mask_rows", self.mask, rows)

@@ -25,6 +25,16 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return -float(log_softmax(logits)[np.arange(len(labels)), labels].mean(dtype=np.float64))
 
 
+def example_losses(logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
+    """Each example's cross-entropy (N,) towards its (smoothed) target: what training minimises,
+    one number per row, so that a step can pick the examples it gets most wrong."""
+    log_probs = log_softmax(logits)
+    losses = -log_probs[np.arange(len(labels)), labels]
+    if smoothing:
+        losses = (1.0 - smoothing) * losses - smoothing * log_probs.mean(axis=1)
+    return losses
+
+
 def softmax_cross_entropy(
     logits: np.ndarray, labels: np.ndarray, smoothing: float = 0.0
 ) -> tuple[float, np.ndarray]:

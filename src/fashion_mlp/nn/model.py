@@ -101,6 +101,13 @@ class MLP:
             if grad is None:  # the first Linear: nothing below it needs a gradient
                 return
 
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """After a training forward, keep only these rows of its batch: the next backward (given
+        dLoss/dlogits for those rows) then fills every Parameter.grad from them alone, as if the
+        batch had been just those rows, with the same dropout masks."""
+        for layer in self.layers:
+            layer.keep_rows(rows)
+
     def logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Inference logits, computed in chunks to bound memory."""
         dtype = self.linears[0].weight.value.dtype
