@@ -43,7 +43,8 @@ def main() -> None:
     if not 1 <= args.components <= 784 or not args.eps > 0:
         parser.error("components must be in 1..784 and eps positive")
 
-    config = PRESETS["validation"].replace(seed=args.seed, centre_inputs=False)  # whitening centres
+    # the recipe before it learnt from the hardest images (hardest_of 1); whitening centres the inputs
+    config = PRESETS["validation"].replace(seed=args.seed, centre_inputs=False, hardest_of=1)
     dataset = data.load(None, config.val_size, config.split_seed, allow_download=False)
     mean, matrix = whitening(dataset.train.x, args.components, args.eps)
     for split in (dataset.train, dataset.val):

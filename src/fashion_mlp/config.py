@@ -47,7 +47,7 @@ class TrainConfig:
     label_smoothing: float = 0.05  # train towards (1 - e) * onehot + e / 10
     # Each step scores hardest_of * batch_size images and learns from the batch_size of them with
     # the highest loss: the backward pass, two thirds of a step's arithmetic, only for those. 1: all.
-    hardest_of: int = 1
+    hardest_of: int = 3
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off
     # Images held out of the 60,000 for validation, which scores every epoch and keeps the best one.
     # 0 trains on all 60,000 and keeps the last epoch: for a recipe already chosen on validation.
@@ -174,6 +174,7 @@ def _fits(value: Any, expected: str) -> bool:
 PRESETS: dict[str, TrainConfig] = {
     # Our best recipe, chosen on validation accuracy only (as the "validation" preset), then trained
     # on all 60,000 training images: holding out 5,000 cost more than picking the best epoch gained.
+    # Each step learns from the hardest third of the images it scores: 40% less time (README).
     "default": TrainConfig(),
     # The same recipe on 55,000 images, with 5,000 held out to score every epoch and keep the best.
     "validation": TrainConfig(val_size=5_000),
