@@ -153,6 +153,9 @@ def _train_epoch(
     config, model, optimizer = state.config, state.model, state.optimizer
     x_train, y_train = data.train.x, data.train.y
     n, scored = len(y_train), config.batch_size * config.hardest_of
+    # The epoch's loss is the cross-entropy of the true labels over every image scored. A step's own
+    # loss is that too, unless label smoothing changes its target or it learns from some rows only.
+    scored_apart = config.label_smoothing > 0 or config.hardest_of > 1
     order = state.rng.permutation(n)
     loss_sum, correct = 0.0, 0
     started = time.perf_counter()
@@ -164,7 +167,8 @@ def _train_epoch(
         optimizer.lr = schedule.lr_at(state.step)
         logits = model.forward(xb)
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
-        loss_sum += cross_entropy(logits, yb) * len(idx)  # over every image scored, true labels
+        if scored_apart:
+            loss_sum += cross_entropy(logits, yb) * len(idx)
         if config.hardest_of > 1:
             rows = hardest_rows(logits, yb, config.label_smoothing, -(-len(idx) // config.hardest_of))
             model.keep_rows(rows)
@@ -172,6 +176,8 @@ def _train_epoch(
         loss, dlogits = softmax_cross_entropy(logits, yb, config.label_smoothing)
         if not math.isfinite(loss):
             raise TrainingDiverged(_divergence_message(config, state, loss))
+        if not scored_apart:
+            loss_sum += loss * len(idx)
         model.backward(dlogits)
         optimizer.step()
         state.step += 1
