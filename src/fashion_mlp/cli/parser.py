@@ -186,7 +186,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="each step scores N mini-batches of images and learns only from the batch-size of them "
-        "with the highest loss (1: from all)",
+        "with the highest loss (default preset: 3; 1: learn from every image)",
     )
     net.add_argument(
         "--patience",
