@@ -64,3 +64,11 @@ def test_the_default_trains_on_everything_and_the_validation_preset_holds_5000_o
         TrainConfig(val_size=-1)
     with pytest.raises(ValueError, match=r"early stopping \(patience\) needs a validation set"):
         TrainConfig(val_size=0, patience=3)
+
+
+def test_a_recorded_config_without_a_newer_setting_means_what_its_version_did():
+    recorded = PRESETS["default"].to_dict()
+    del recorded["hardest_of"]  # as a run or a study recorded it before the setting existed
+    assert TrainConfig.from_record(recorded).hardest_of == 1  # every image back-propagated, as then
+    assert TrainConfig.from_dict(recorded).hardest_of == 3  # a user's own file gets today's default
+    assert TrainConfig.from_record(PRESETS["default"].to_dict()) == PRESETS["default"]

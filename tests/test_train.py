@@ -166,6 +166,21 @@ def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
         np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_a_run_recorded_before_hardest_of_existed_resumes_learning_from_every_image(small_data, tmp_path):
+    config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, val_size=1_000, hardest_of=1)
+    whole = runs.run(config, small_data, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(config, small_data, tmp_path / "cut", [Interrupt()])
+    last = checkpoint.load(tmp_path / "cut" / "last.npz")
+    del last.meta["config"]["hardest_of"]  # as an earlier version wrote it
+    checkpoint.save(tmp_path / "cut" / "last.npz", last.model, last.meta, last.optimizer_state)
+    state = runs.load_state(tmp_path / "cut")
+    assert state.config.hardest_of == 1
+    resumed = runs.run(state.config, small_data, tmp_path / "cut", state=state)
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    assert read_json(tmp_path / "cut" / "config.json")["hardest_of"] == 1
+
+
 def test_the_run_folder_holds_every_file(small_run):
     names = {p.name for p in small_run.iterdir()}
     assert {"config.json", "metrics.csv", "best.npz", "last.npz", "summary.json"} <= names

@@ -107,6 +107,12 @@ class TrainConfig:
                 raise ValueError(f"{source}: {name} must be {expected}, got {value!r}")
         return cls(**values)
 
+    @classmethod
+    def from_record(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A config this package wrote (a run's, a checkpoint's, a study's), perhaps in an earlier
+        version: a setting added since then takes the value that version behaved as, not today's default."""
+        return cls.from_dict({**BEFORE_IT_EXISTED, **values}, source)
+
     def to_toml(self) -> str:
         """The config as a [train] table that ``--config`` reads back as it is."""
         lines = ["[train]"]
@@ -153,6 +159,10 @@ FIELD_TYPES = {
     "split_seed": "an integer",
     "seed": "an integer",
 }
+
+
+# Settings added after configs were first recorded, and the value a config without them meant.
+BEFORE_IT_EXISTED: dict[str, Any] = {"hardest_of": 1}
 
 
 def field_names() -> list[str]:

@@ -34,7 +34,7 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
-    config = TrainConfig.from_dict(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
+    config = TrainConfig.from_record(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
     summary = read_json(run_dir / "summary.json")
     metrics = runs.read_metrics(run_dir / "metrics.csv")
     model = checkpoint.load(run_dir / "best.npz").model

@@ -138,7 +138,7 @@ def load_state(run_dir: Path) -> TrainState:
     """Rebuild the training state saved in run_dir/last.npz (and the best weights from best.npz)."""
     last = checkpoint.load(run_dir / "last.npz")
     meta = last.meta
-    config = TrainConfig.from_dict(meta["config"], source=str(run_dir / "last.npz"))
+    config = TrainConfig.from_record(meta["config"], source=str(run_dir / "last.npz"))
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng_state"]
     for layer in last.model.layers:

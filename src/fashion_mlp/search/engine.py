@@ -101,9 +101,9 @@ def open_study(plan: Plan, storage: optuna.storages.BaseStorage, name: str) -> o
 
 
 def _base_of(recorded: dict[str, Any]) -> TrainConfig | None:
-    """The base config a study was started with (settings added since then take their defaults)."""
+    """The base config a study was started with (settings added since then as that version ran)."""
     try:
-        return TrainConfig.from_dict(recorded["base"], "the study's base config")
+        return TrainConfig.from_record(recorded["base"], "the study's base config")
     except ValueError:
         return None
 

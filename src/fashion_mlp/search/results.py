@@ -50,7 +50,7 @@ def best_config(study: optuna.Study) -> TrainConfig | None:
     if not completed:
         return None
     best = max(completed, key=lambda t: (t.value, -t.number))
-    return TrainConfig.from_dict(best.user_attrs["config"], "the best trial")
+    return TrainConfig.from_record(best.user_attrs["config"], "the best trial")
 
 
 def progress_line(study: optuna.Study, plan: Plan, started: float) -> str:
