@@ -44,22 +44,6 @@ def torch_epochs(x, y, hidden, batch_size, lr=0.05, momentum=0.9, l2=1e-4, decay
         yield time.perf_counter() - start
 
 
-def torch_inference_seconds(x, hidden, repeats):
-    import torch
-
-    torch.set_num_threads(2)
-    model = _torch_mlp(x.shape[1], hidden).eval()
-    xt = torch.from_numpy(x)
-    times = []
-    with torch.inference_mode():
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for i in range(0, len(xt), 4096):
-                model(xt[i : i + 4096])
-            times.append(time.perf_counter() - start)
-    return times
-
-
 def sklearn_epochs(x, y, hidden, batch_size, lr=0.05, momentum=0.9, l2=1e-4):
     """scikit-learn MLPClassifier, float32, solver="sgd"; one partial_fit is one epoch; yields seconds."""
     from sklearn.neural_network import MLPClassifier

@@ -2,7 +2,8 @@
 
 Training throughput of our network, PyTorch's and scikit-learn's at two sizes (medians of several
 epochs, validation excluded, the peers' epochs taken in turn), our FLOP rate against NumPy's own
-matmul, inference throughput, and the peak memory of a full `fashion-mlp train` run.
+matmul, inference time against ONNX Runtime and PyTorch at batch 1, 64 and 10,000
+(benchmarks/inference.py), and the peak memory of a full `fashion-mlp train` run.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import numpy as np
 
 from fashion_mlp import __version__, data
 from fashion_mlp.config import TrainConfig
-from fashion_mlp.nn import MLP
 from fashion_mlp.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
+import inference
 import peers
 
 SIZES = [(128, 128), (512, 512)]
@@ -74,16 +75,6 @@ def interleaved_epoch_seconds(runners: dict, epochs: int) -> dict[str, list[floa
             time.sleep(SETTLE_S)  # let the previous peer's idle threads stop spinning
             times[name].append(next(runner))
     return {name: seconds[1:] for name, seconds in times.items()}
-
-
-def ours_inference_seconds(dataset, hidden, repeats):
-    model = MLP([784, *hidden, 10], np.random.default_rng(0))  # speed does not depend on the weights
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.logits(dataset.test.x)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 MATMUL_N = 2048
@@ -138,6 +129,7 @@ def main() -> None:
     x, y = dataset.train.x, dataset.train.y
     n = len(y)
     results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
         "package_version": __version__,
         "batch_size": BATCH,
@@ -162,13 +154,10 @@ def main() -> None:
                 row[f"speedup_vs_{peer}"] = row["ours_samples_per_s"] / row[f"{peer}_samples_per_s"]
         row["ours_gflops"] = 6 * row["params"] * row["ours_samples_per_s"] / 1e9
         row["fraction_of_matmul"] = row["ours_gflops"] / row["matmul_gflops"]
-        inference = {"ours": ours_inference_seconds(dataset, hidden, 7)}
-        if not args.skip_peers:
-            inference["pytorch"] = peers.torch_inference_seconds(dataset.test.x, hidden, 7)
-        for peer, seconds in inference.items():
-            row[f"{peer}_inference_samples_per_s"] = len(dataset.test) / statistics.median(seconds)
         results["networks"][name] = row
         print(f"measured {name}", file=sys.stderr)
+    peers_at_inference = ("ours",) if args.skip_peers else ("ours", "onnxruntime", "pytorch")
+    results["inference"] = inference.measure(peers=peers_at_inference)
     results["train_peak_rss_mb"], results["train_wall_s"] = peak_train_memory_mb()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
@@ -176,12 +165,13 @@ def main() -> None:
 
 def format_table(results: dict) -> str:
     lines = [
-        f"{results['machine']['cpus']} CPUs; batch {results['batch_size']}; matmul: NumPy's own "
+        f"{results.get('date', 'undated')}; {results['machine']['cpus']} CPUs; "
+        f"batch {results['batch_size']}; matmul: NumPy's own "
         f"{MATMUL_N}^3 float32 product, measured in turn with the training epochs",
         "",
         "| network | ours samples/s | PyTorch | scikit-learn | vs PyTorch | vs sklearn "
-        "| our GFLOP/s | matmul GFLOP/s | of matmul | inference ours / PyTorch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| our GFLOP/s | matmul GFLOP/s | of matmul |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in results["networks"].items():
 
@@ -192,9 +182,10 @@ def format_table(results: dict) -> str:
             f"| {name} | {get('ours_samples_per_s')} | {get('pytorch_samples_per_s')} "
             f"| {get('sklearn_samples_per_s')} | {get('speedup_vs_pytorch', '{:.2f}x')} "
             f"| {get('speedup_vs_sklearn', '{:.2f}x')} | {get('ours_gflops', '{:.1f}')} "
-            f"| {get('matmul_gflops', '{:.1f}')} | {get('fraction_of_matmul', '{:.0%}')} "
-            f"| {get('ours_inference_samples_per_s')} / {get('pytorch_inference_samples_per_s')} |"
+            f"| {get('matmul_gflops', '{:.1f}')} | {get('fraction_of_matmul', '{:.0%}')} |"
         )
+    lines += ["", "Inference on raw pixels to probabilities (`benchmarks/inference.py`):", ""]
+    lines.append(inference.format_table(results["inference"]))
     lines.append("")
     lines.append(
         f"Peak resident memory of `fashion-mlp train` (default preset, full data): "

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checkpoint, data, figures, report, runs
+from .. import checkpoint, data, runs
 from ..config import make_config
 from ..evaluation import evaluate
 from ..files import read_json
@@ -63,6 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{summary['wall_seconds']:.1f} s in all"
     )
     if not args.no_plots:
+        from .. import figures, report
+
         figures.draw(run_dir, dataset.test)
         _, page = report.write(run_dir)
         print(f"figures in {run_dir / 'figures'}; report: {page}")
@@ -134,6 +136,8 @@ def _search_argv(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from .. import figures
+
     _check_run_dir(args.run_dir)
     paths = figures.draw(args.run_dir, _load_run_data(args).test)
     for path in paths.values():
@@ -142,6 +146,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .. import figures, report
+
     _check_run_dir(args.run_dir)
     if not all(path.is_file() for path in figures.figure_paths(args.run_dir).values()):
         figures.draw(args.run_dir, _load_run_data(args).test)
@@ -235,4 +241,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         top = np.argsort(probs)[::-1][: args.top_k]
         ranked = ", ".join(f"{names[i]} {probs[i]:.3f}" for i in top)
         print(f"{path}: {ranked}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export_checkpoint
+
+    written = export_checkpoint(args.checkpoint, args.output)
+    print(f"{written}: ONNX model of {args.checkpoint} ({written.stat().st_size:,} bytes)")
     return 0

@@ -77,6 +77,24 @@ def build_parser() -> Parser:
         help="print the K most likely classes of each image (1-10, default 1)",
     )
     p.set_defaults(handler="predict")
+
+    p = commands.add_parser(
+        "export",
+        help="write a checkpoint as an ONNX file that any ONNX runtime can run",
+        description="Write CHECKPOINT as an ONNX graph (opset 21): input 'pixels' float32 [batch, 784] of "
+        "raw values 0-255, outputs 'probabilities' float32 [batch, 10] and 'label' int64 [batch]; "
+        "normalisation and input centring are folded into the first layer. Needs the onnx package: "
+        "pip install 'fashion-mlp[onnx]'. The contract is in docs/formats.md.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a .npz checkpoint written by train")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE.onnx",
+        help="where to write (default: beside the checkpoint, same name, .onnx); written atomically",
+    )
+    p.set_defaults(handler="export")
     return parser
 
 

@@ -1,5 +1,6 @@
 """The from-scratch network: pure NumPy, no files, no printing."""
 
+from .inference import Affine, Inference, folded_layers
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
 from .model import CENTRE_MEAN, INITS, MLP, state_shapes
@@ -13,8 +14,10 @@ __all__ = [
     "SCHEDULES",
     "SGD",
     "Adam",
+    "Affine",
     "Centre",
     "Dropout",
+    "Inference",
     "Layer",
     "Linear",
     "Optimizer",
@@ -23,6 +26,7 @@ __all__ = [
     "Schedule",
     "cross_entropy",
     "example_losses",
+    "folded_layers",
     "log_softmax",
     "softmax",
     "softmax_cross_entropy",

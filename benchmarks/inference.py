@@ -1,0 +1,157 @@
+"""Inference throughput: our NumPy engine against ONNX Runtime and PyTorch, at batch 1, 64 and 10,000.
+
+Every peer answers the same raw pixels (float32 0-255) with class probabilities for the same trained
+weights: ours through ``nn.Inference``, ONNX Runtime through the graph ``fashion-mlp export`` writes
+(CPU provider, 2 intra-op threads), PyTorch through the same folded layers in ``inference_mode``
+with 2 threads. Peers take turns, round after round, so that the machine's drift reaches them
+alike; each round times a burst of calls, and the table gives the median round.
+
+Run alone: ``python benchmarks/inference.py`` (``make bench`` runs it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fashion_mlp import data
+from fashion_mlp.export import to_onnx
+from fashion_mlp.nn import MLP, Inference, folded_layers
+
+NETWORKS = {"784-1024-1024-10": (1024, 1024), "784-128-128-10": (128, 128)}
+BATCHES = (1, 64, 10_000)
+ROUND_S = 0.25  # seconds of calls per peer per round
+
+
+def trained_like_model(hidden: tuple[int, ...]) -> MLP:
+    """A centred MLP with random weights: speed does not depend on the values, only the shapes."""
+    rng = np.random.default_rng(0)
+    model = MLP([784, *hidden, 10], rng, input_mean=rng.uniform(-1, 0, 784).astype(np.float32))
+    for p in model.parameters():
+        p.value += rng.normal(0, 0.01, p.value.shape).astype(np.float32)
+    return model
+
+
+def ours(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+    return Inference(model, data.NORMALISATION["offset"], data.NORMALISATION["scale"]).predict_proba
+
+
+def onnxruntime_peer(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    options.inter_op_num_threads = 1
+    graph = to_onnx(model, data.CLASS_NAMES, data.NORMALISATION).SerializeToString()
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["probabilities"], {"pixels": x})[0]
+
+
+def pytorch_peer(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    torch.set_num_threads(2)
+    layers: list = []
+    for i, (weight, bias) in enumerate(folded_layers(model, **data.NORMALISATION)):
+        linear = torch.nn.Linear(*weight.shape)
+        linear.weight.data = torch.from_numpy(np.ascontiguousarray(weight.T))
+        linear.bias.data = torch.from_numpy(bias)
+        layers += [linear, torch.nn.ReLU()] if i < len(model.sizes) - 2 else [linear, torch.nn.Softmax(1)]
+    net = torch.nn.Sequential(*layers).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def seconds_per_call(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, budget: float) -> float:
+    """The mean time of one call over a burst of calls lasting about ``budget`` seconds."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        run(x)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget:
+            return elapsed / calls
+
+
+def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "onnxruntime", "pytorch")) -> dict:
+    """{network: {batch: {peer: median seconds per call, ...}}} with agreement checks."""
+    makers = {"ours": ours, "onnxruntime": onnxruntime_peer, "pytorch": pytorch_peer}
+    pixels = np.random.default_rng(1).uniform(0, 255, (max(BATCHES), 784)).astype(np.float32)
+    results: dict = {}
+    for name, hidden in NETWORKS.items():
+        model = trained_like_model(hidden)
+        runners = {peer: makers[peer](model) for peer in peers}
+        reference = runners["ours"](pixels[:777])
+        results[name] = {}
+        for batch in BATCHES:
+            x = np.ascontiguousarray(pixels[:batch])
+            for run in runners.values():  # warm-up, and a check that every peer answers alike
+                np.testing.assert_allclose(run(pixels[:777])[:batch], reference[:batch], rtol=1e-4, atol=1e-6)
+                run(x)
+            times: dict[str, list[float]] = {peer: [] for peer in runners}
+            for _ in range(rounds):
+                for peer, run in runners.items():
+                    times[peer].append(seconds_per_call(run, x, ROUND_S))
+            row = {f"{peer}_s": statistics.median(t) for peer, t in times.items()}
+            for peer in runners:
+                row[f"{peer}_samples_per_s"] = batch / row[f"{peer}_s"]
+            for peer in runners:
+                if peer != "ours":
+                    row[f"ours_vs_{peer}"] = row[f"{peer}_s"] / row["ours_s"]
+            results[name][str(batch)] = row
+            print(f"measured inference {name} batch {batch}", file=sys.stderr)
+    return results
+
+
+def format_table(results: dict) -> str:
+    lines = [
+        "| network | batch | ours | ONNX Runtime | PyTorch | ours / ONNX Runtime | ours / PyTorch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def per_call(row: dict, peer: str) -> str:
+        if f"{peer}_s" not in row:
+            return "-"
+        seconds = row[f"{peer}_s"]
+        return f"{seconds * 1e6:,.0f} µs" if seconds < 0.01 else f"{seconds * 1e3:,.1f} ms"
+
+    for name, batches in results.items():
+        for batch, row in batches.items():
+            ratios = [
+                f"{row[k]:.2f}x" if k in row else "-" for k in ("ours_vs_onnxruntime", "ours_vs_pytorch")
+            ]
+            lines.append(
+                f"| {name} | {int(batch):,} | {per_call(row, 'ours')} | {per_call(row, 'onnxruntime')} "
+                f"| {per_call(row, 'pytorch')} | {ratios[0]} | {ratios[1]} |"
+            )
+    lines.append("")
+    lines.append("Time per call (median of the rounds); a ratio above 1 means ours is faster.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of turns (median taken; default 7)")
+    parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    results = measure(args.rounds)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+
+
+if __name__ == "__main__":
+    main()
