@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench bench-accuracy postgres clean
+.PHONY: train test data bench bench-accuracy fuzz postgres clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
@@ -27,6 +27,14 @@ bench: data $(BIN)/.bench-deps   ## speed against PyTorch and scikit-learn; writ
 bench-accuracy: data $(BIN)/.bench-deps   ## test accuracy of each recipe and peer; writes benchmarks/accuracy.json
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
 
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= $(shell $(BIN)/python -m tests.fuzz.run list 2>/dev/null)
+fuzz: data $(BIN)/.fuzz-deps   ## atheris on every loader of untrusted input, FUZZ_SECONDS each (two at a time)
+	@mkdir -p fuzz-logs
+	echo $(FUZZ_TARGETS) | tr ' ' '\n' | xargs -P 2 -I{} sh -c \
+	  '$(BIN)/python -m tests.fuzz.run {} --seconds $(FUZZ_SECONDS) > fuzz-logs/{}.log 2>&1 \
+	   && echo "{}: $$(grep "^Done" fuzz-logs/{}.log)" || { echo "{}: FAILED, see fuzz-logs/{}.log"; exit 1; }'
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
@@ -43,6 +51,10 @@ postgres:   ## a PostgreSQL server for the shared-storage search test (the test 
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql || \
 	  echo "could not install postgresql: its test will be skipped" >&2; }
+
+$(BIN)/.fuzz-deps: $(BIN)/.test-deps
+	$(BIN)/python -m pip install -q -e '.[test,fuzz]'
+	touch $@
 
 $(BIN)/.bench-deps: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -e '.[bench]'

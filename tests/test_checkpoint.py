@@ -134,3 +134,38 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
         checkpoint.save(path, MLP([784, 4, 10], np.random.default_rng(1)), {})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary left behind
+
+
+def test_damaged_npy_header_text_is_a_checkpoint_error_not_a_tokenizer_traceback(tmp_path, capsys):
+    """Regression (fuzzing): a quote flipped inside one member's {'descr': ...} header made NumPy's
+    header parser raise tokenize.TokenError before the member's CRC was checked."""
+    from fashion_mlp.cli import main
+
+    path = tmp_path / "model.npz"
+    checkpoint.save(
+        path, MLP([784, 8, 10], np.random.default_rng(0)), {"class_names": [str(i) for i in range(10)]}
+    )
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"{'descr'", raw.index(b"model/fc1.weight"))
+    raw[at] = ord("'")  # {'descr' -> ''descr': an unterminated string in the header's text
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="model/fc1.weight.npy has a damaged header"):
+        checkpoint.load(path)
+    image = tmp_path / "shoe.png"
+    from PIL import Image
+
+    Image.fromarray(np.tri(28, dtype=np.uint8) * 255).save(image)
+    for argv in (["evaluate", path], ["predict", path, image]):
+        assert main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "damaged header" in err[0] and "Traceback" not in err[0], err
+
+
+def test_metadata_that_does_not_fit_the_model_is_a_checkpoint_error(tmp_path):
+    """Regression (fuzzing): the metadata is outside the arrays' checksum, so a dropout of the wrong
+    type reached MLP() as a TypeError."""
+    path = tmp_path / "model.npz"
+    checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), {})
+    rewrite(path, edit_meta(lambda meta: meta["architecture"].update(dropout=[0.5])))
+    with pytest.raises(CheckpointError, match="metadata has no valid architecture"):
+        checkpoint.load(path)

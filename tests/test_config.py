@@ -72,3 +72,34 @@ def test_a_recorded_config_without_a_newer_setting_means_what_its_version_did():
     assert TrainConfig.from_record(recorded).hardest_of == 1  # every image back-propagated, as then
     assert TrainConfig.from_dict(recorded).hardest_of == 3  # a user's own file gets today's default
     assert TrainConfig.from_record(PRESETS["default"].to_dict()) == PRESETS["default"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lr",
+        "momentum",
+        "decay",
+        "l2",
+        "dropout",
+        "input_dropout",
+        "label_smoothing",
+        "warmup_epochs",
+        "gamma",
+    ],
+)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_every_float_setting_must_be_finite_and_the_error_names_it(name, value, tmp_path):
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number"):
+        TrainConfig(**{name: value})
+    path = tmp_path / "c.toml"
+    path.write_text(f"{name} = {'inf' if value > 0 else '-inf' if value < 0 else 'nan'}\n")
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number"):
+        make_config("default", path)
+
+
+def test_a_train_key_that_is_not_a_table_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("train = 5\n")
+    with pytest.raises(ValueError, match=r"\[train\] must be a table"):
+        make_config("default", path)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,18 +92,24 @@ def load(path: str | Path) -> Checkpoint:
             arrays = _read_arrays(archive, meta, path)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, zlib.error,
+            struct.error, NotImplementedError, RuntimeError) as err:  # fmt: skip
+        # zlib.error: a deflated member that does not inflate; NotImplementedError: a compression
+        # method zipfile lacks; RuntimeError: an encrypted member.
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({err})") from None
     if _digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
     architecture = meta["architecture"]
     sizes = architecture["sizes"]
-    model = MLP(
-        sizes,
-        dropout=float(architecture.get("dropout", 0.0)),
-        input_dropout=float(architecture.get("input_dropout", 0.0)),
-        input_mean=np.zeros(sizes[0], np.float32) if _centred(meta) else None,  # loaded below
-    )
+    try:
+        model = MLP(
+            sizes,
+            dropout=float(architecture.get("dropout", 0.0)),
+            input_dropout=float(architecture.get("input_dropout", 0.0)),
+            input_mean=np.zeros(sizes[0], np.float32) if _centred(meta) else None,  # loaded below
+        )
+    except (TypeError, ValueError) as err:  # the metadata is not covered by the arrays' checksum
+        raise CheckpointError(f"{path}: metadata has no valid architecture ({err})") from None
     model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
     optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
     return Checkpoint(model, meta, optim)
@@ -113,11 +122,15 @@ def _read_npy(archive: zipfile.ZipFile, member: str, dtype: str, shape: tuple[in
     The header is checked before any data is read, so a lying header allocates nothing.
     """
     with archive.open(member) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            found_shape, fortran, found_dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            found_shape, fortran, found_dtype = np.lib.format.read_array_header_2_0(f)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else None
+            read_header = read_header or np.lib.format.read_array_header_2_0
+            found_shape, fortran, found_dtype = read_header(f)
+        except (ValueError, SyntaxError, tokenize.TokenError, TypeError, MemoryError, RecursionError) as err:
+            # NumPy parses the header's text with tokenize and ast before the member's CRC is checked,
+            # so damaged bytes there raise whatever those raise.
+            raise CheckpointError(f"{member} has a damaged header ({type(err).__name__}: {err})") from None
         if shape is None and len(found_shape) == 1 and found_shape[0] <= MAX_META_BYTES:
             shape = found_shape
         if found_dtype.str != dtype or tuple(found_shape) != tuple(shape or ()) or fortran:

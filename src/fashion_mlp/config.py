@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 OPTIMIZERS = ("sgd", "adam")
+MAX_WIDTH = 16_384  # widest hidden layer: the widest a checkpoint may record
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        for name, expected in FIELD_TYPES.items():  # infinity (or NaN) makes no sense for any setting
+            value = getattr(self, name)
+            if expected == "a number" and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value} (config: {self.summary()})")
         checks = [
             (all(h >= 1 for h in self.hidden_sizes), "hidden sizes must be positive integers"),
+            (all(h <= MAX_WIDTH for h in self.hidden_sizes), f"hidden sizes must be at most {MAX_WIDTH:,}"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch size must be at least 1"),
@@ -226,14 +233,17 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, not a TOML file") from None
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
     """TrainConfig fields from a TOML file: a [train] table, or top-level keys."""
     values = read_toml(path)
-    return dict(values.get("train", values))
+    table = values.get("train", values)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [train] must be a table of settings, got {type(table).__name__}")
+    return dict(table)
 
 
 def make_config(preset: str = "default", file: str | Path | None = None, **overrides: Any) -> TrainConfig:

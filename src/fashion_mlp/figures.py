@@ -10,7 +10,6 @@ from . import checkpoint, plots, runs
 from .config import TrainConfig
 from .data import CLASS_NAMES, Split, pixels
 from .evaluation import per_class_scores
-from .files import read_json
 from .train import build_model, build_schedule, steps_per_epoch
 
 FIGURES = {
@@ -34,8 +33,8 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run directory")
-    config = TrainConfig.from_record(read_json(run_dir / "config.json"), str(run_dir / "config.json"))
-    summary = read_json(run_dir / "summary.json")
+    config = TrainConfig.from_record(runs.read_config(run_dir / "config.json"), str(run_dir / "config.json"))
+    summary = runs.read_summary(run_dir / "summary.json")
     metrics = runs.read_metrics(run_dir / "metrics.csv")
     model = checkpoint.load(run_dir / "best.npz").model
     paths = figure_paths(run_dir)

@@ -6,6 +6,7 @@ longer side fills the 28-pixel frame, and centred. We do the same, inverting a l
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,10 @@ def load_image(path: str | Path) -> np.ndarray:
             pixels = _grayscale(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError,
+            struct.error, IndexError) as err:  # fmt: skip
+        # Pillow's decoders raise SyntaxError for a broken PNG chunk (found by fuzzing), struct.error and
+        # IndexError for truncated headers, EOFError for a truncated file.
         raise ValueError(f"{path}: not a readable PNG or JPEG image ({err})") from None
     try:
         return to_fashion_mnist(pixels)

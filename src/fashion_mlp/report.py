@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from . import runs
 from .data import CLASS_NAMES
 from .evaluation import per_class_scores
 from .figures import figure_paths
-from .files import atomic_write_bytes, read_json
+from .files import atomic_write_bytes
 
 CAPTIONS = {
     "curves": "Training curves: loss and accuracy per epoch (train averaged over the epoch; validation, if "
@@ -51,8 +52,8 @@ Block = str | Table | Figure  # a str starting with '#' is a heading, otherwise 
 
 def build(run_dir: Path, search_dir: Path | None = None) -> list[Block]:
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
-    summary = read_json(run_dir / "summary.json")
+    config = runs.read_config(run_dir / "config.json")
+    summary = runs.read_summary(run_dir / "summary.json")
     confusion = np.array(summary["test_confusion"])
     machine = summary.get("machine", {})
     split = summary["split"]
@@ -137,6 +138,8 @@ def _search_table(search_dir: Path) -> Table:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing; is {search_dir} a search directory?") from None
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CSV file ({err})") from None
     if not rows or "val_accuracy" not in rows[0]:
         raise ValueError(f"{path}: not a search results file (no val_accuracy column)")
     scores = [float(r["val_accuracy"]) if r["val_accuracy"] else -1.0 for r in rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import os
 import platform
 import time
@@ -22,7 +23,7 @@ from . import __version__, checkpoint
 from .config import TrainConfig
 from .data import CLASS_NAMES, NORMALISATION, Dataset
 from .evaluation import evaluate
-from .files import atomic_write_bytes, write_json
+from .files import atomic_write_bytes, read_json, write_json
 from .nn import Dropout
 from .train import Callback, EpochRecord, TrainState, build_optimizer, train
 
@@ -126,6 +127,8 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing") from None
+    except (csv.Error, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a readable CSV file ({err})") from None
     if not rows or set(rows[0]) != set(METRIC_FIELDS):
         raise ValueError(f"{path}: not a metrics file of fashion-mlp (expected columns {METRIC_FIELDS})")
     try:
@@ -134,7 +137,73 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: a value is not a number") from None
 
 
+SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "wall_seconds",
+                   "train_seconds", "train_samples_per_second")  # fmt: skip
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """summary.json, checked for every field that plot and report read; ValueError naming the file
+    and the field otherwise (it is a file on disk, which anyone may have edited)."""
+    summary = read_json(path)
+
+    def number(value: Any, nullable: bool = False) -> bool:
+        if value is None:
+            return nullable
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: not a run summary (a JSON object)")
+    problems = [k for k in SUMMARY_NUMBERS if not number(summary.get(k))]
+    validation = ("val_accuracy", "val_loss")  # both numbers, or both null (no validation set)
+    problems += [k for k in validation if k not in summary or not number(summary[k], nullable=True)]
+    if (summary.get("val_accuracy") is None) != (summary.get("val_loss") is None):
+        problems.append("val_accuracy and val_loss (one is null)")
+    problems += [k for k in ("best_epoch", "epochs_run") if not count(summary.get(k))]
+    split = summary.get("split")
+    if not isinstance(split, dict) or not all(count(split.get(k)) for k in ("train", "val", "test")):
+        problems.append("split")
+    confusion = summary.get("test_confusion")
+    rows_ok = isinstance(confusion, list) and len(confusion) == len(CLASS_NAMES)
+    cells_ok = rows_ok and all(isinstance(r, list) and len(r) == len(CLASS_NAMES) for r in confusion)
+    if not cells_ok or not all(count(n) for r in confusion for n in r):
+        problems.append("test_confusion")
+    if not isinstance(summary.get("machine", {}), dict) or not isinstance(
+        summary.get("data_source", ""), str
+    ):
+        problems.append("machine or data_source")
+    if problems:
+        raise ValueError(f"{path}: not a valid run summary (bad or missing: {', '.join(problems)})")
+    return summary
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """config.json as a dict, after checking that it is a valid TrainConfig (ValueError otherwise)."""
+    values = read_json(path)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: not a run config (a JSON object)")
+    TrainConfig.from_record(values, str(path))
+    return values
+
+
 def load_state(run_dir: Path) -> TrainState:
+    """Rebuild the training state saved in run_dir/last.npz (and the best weights from best.npz).
+
+    The state's metadata is not covered by the arrays' checksum: anything in it that does not fit is
+    a ValueError naming the file."""
+    try:
+        return _load_state(run_dir)
+    except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as err:
+        raise ValueError(f"{run_dir / 'last.npz'}: its training state is damaged ({err!r})") from None
+    except ValueError as err:
+        if isinstance(err, checkpoint.CheckpointError) or str(run_dir) in str(err):
+            raise
+        raise ValueError(f"{run_dir / 'last.npz'}: its training state is damaged ({err})") from None
+
+
+def _load_state(run_dir: Path) -> TrainState:
     """Rebuild the training state saved in run_dir/last.npz (and the best weights from best.npz)."""
     last = checkpoint.load(run_dir / "last.npz")
     meta = last.meta

@@ -1,0 +1,230 @@
+"""Fuzz targets: each feeds bytes to one loader of untrusted input and checks the one property.
+
+The property: an input is either accepted or refused with ValueError (CheckpointError is one), the
+error type the CLI turns into a single line with exit code 2. Any other exception escapes, and the
+fuzzer reports it. Each target has seeds, real files of its kind, for the fuzzers to mutate, and
+``markers``: byte strings around which mutations are most telling (headers, keys, separators).
+
+Two drivers use these: ``test_fuzz.py`` (hypothesis, bounded and seeded, in `make test`) and
+``run.py`` (atheris, coverage-guided, as long as asked, in `make fuzz`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fashion_mlp import checkpoint, config, data, figures, idx, images, report, runs
+from fashion_mlp.nn import MLP
+
+REFUSED = (ValueError,)  # what the CLI prints as one line (exit code 2)
+
+
+@dataclass
+class Target:
+    name: str
+    load: Callable[[bytes, Path], object]  # runs the loader on the bytes, in a scratch folder
+    seeds: Callable[[], list[bytes]]
+    markers: tuple[bytes, ...] = field(default=())
+
+    def check(self, payload: bytes) -> None:
+        """Run the loader; return if it accepted or refused the input properly, raise otherwise."""
+        scratch = Path(tempfile.mkdtemp(prefix=f"fuzz-{self.name}-"))
+        try:
+            self.load(payload, scratch)
+        except REFUSED:
+            pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- seeds: real files of each kind
+
+
+def _real_test_images(n: int) -> np.ndarray:
+    located = data.locate(allow_download=False)
+    return idx.read_idx(located.paths["test-images"])[:n]
+
+
+@cache
+def _idx_seeds() -> list[bytes]:
+    located = data.locate(allow_download=False)
+    labels = idx.read_idx(located.paths["test-labels"])[:50]
+    pictures = _real_test_images(3)
+    raw_images = idx.IMAGE_MAGIC.to_bytes(4, "big") + (3).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    raw_labels = idx.LABEL_MAGIC.to_bytes(4, "big") + (50).to_bytes(4, "big")
+    return [raw_images + pictures.tobytes(), raw_labels + labels.astype(np.uint8).tobytes()]
+
+
+@cache
+def _checkpoint_seeds() -> list[bytes]:
+    rng = np.random.default_rng(0)
+    seeds = []
+    for mean in (rng.uniform(-1, 0, 784).astype(np.float32), None):
+        model = MLP([784, 2, 10], rng, dropout=0.1, input_mean=mean)
+        buffer = Path(tempfile.mkdtemp()) / "seed.npz"
+        meta = {"normalisation": data.NORMALISATION, "class_names": list(data.CLASS_NAMES)}
+        checkpoint.save(buffer, model, meta, {"steps": np.array(3), "fc1.weight.v": np.zeros((784, 2))})
+        seeds.append(buffer.read_bytes())
+        shutil.rmtree(buffer.parent)
+    return seeds
+
+
+@cache
+def _image_seeds() -> list[bytes]:
+    seeds = []
+    picture = 255 - _real_test_images(1)[0]  # a dark garment on white, as a photo would be
+    for fmt, mode in (("PNG", "L"), ("JPEG", "L"), ("PNG", "RGBA"), ("PNG", "P")):
+        out = io.BytesIO()
+        Image.fromarray(picture).convert(mode).save(out, fmt)
+        seeds.append(out.getvalue())
+    return seeds
+
+
+@cache
+def _run_template() -> Path:
+    """A real run folder, trained for one epoch on 64 real images, with stand-ins for its figures."""
+    root = Path(tempfile.mkdtemp(prefix="fuzz-run-"))
+    raw = _real_test_images(96)
+    labels = np.arange(96) % 10
+    split = data.Split(data.normalise(raw[:64]), labels[:64])
+    dataset = data.Dataset(
+        split,
+        data.Split(data.normalise(raw[64:80]), labels[64:80]),
+        data.Split(data.normalise(raw[80:]), labels[80:]),
+        "fuzz",
+    )
+    cfg = config.TrainConfig(hidden_sizes=(4,), epochs=1, batch_size=16, val_size=16, hardest_of=1)
+    runs.run(cfg, dataset, root / "run")
+    pixel = io.BytesIO()
+    Image.new("L", (1, 1)).save(pixel, "PNG")
+    for path in figures.figure_paths(root / "run").values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(pixel.getvalue())
+    (root / "search").mkdir()
+    (root / "search" / "results.csv").write_text("trial,lr,val_accuracy\n0,0.1,0.8\n1,1.0,\n2,0.5,0.85\n")
+    return root
+
+
+def _copy_run(scratch: Path) -> Path:
+    shutil.copytree(_run_template(), scratch, dirs_exist_ok=True)
+    return scratch / "run"
+
+
+def _run_file(name: str) -> Callable[[], list[bytes]]:
+    return lambda: [(_run_template() / "run" / name).read_bytes()]
+
+
+# ---------------------------------------------------------------- the loaders
+
+
+def _load_idx(payload: bytes, scratch: Path) -> object:
+    (scratch / "file").write_bytes(payload)
+    return idx.read_idx(scratch / "file")
+
+
+def _load_idx_gzip(payload: bytes, scratch: Path) -> object:
+    (scratch / "file.gz").write_bytes(gzip.compress(payload, mtime=0))
+    return idx.read_idx(scratch / "file.gz")
+
+
+def _load_checkpoint(payload: bytes, scratch: Path) -> object:
+    (scratch / "model.npz").write_bytes(payload)
+    return checkpoint.load(scratch / "model.npz")
+
+
+def _load_image(payload: bytes, scratch: Path) -> object:
+    (scratch / "photo").write_bytes(payload)
+    return images.load_image(scratch / "photo")
+
+
+def _load_toml(payload: bytes, scratch: Path) -> object:
+    (scratch / "settings.toml").write_bytes(payload)
+    return config.make_config("default", scratch / "settings.toml")
+
+
+def _load_run_config(payload: bytes, scratch: Path) -> object:
+    run_dir = _copy_run(scratch)
+    (run_dir / "config.json").write_bytes(payload)
+    return report.write(run_dir)  # reads config.json (as plot does too, through read_config)
+
+
+def _load_run_summary(payload: bytes, scratch: Path) -> object:
+    run_dir = _copy_run(scratch)
+    (run_dir / "summary.json").write_bytes(payload)
+    return report.write(run_dir)
+
+
+def _load_metrics(payload: bytes, scratch: Path) -> object:
+    (scratch / "metrics.csv").write_bytes(payload)
+    return runs.read_metrics(scratch / "metrics.csv")
+
+
+def _load_resume_state(payload: bytes, scratch: Path) -> object:
+    """The metadata of last.npz, which --resume reads and which no checksum covers."""
+    run_dir = _copy_run(scratch)
+    path = run_dir / "last.npz"
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    meta = io.BytesIO()
+    np.save(meta, np.frombuffer(payload, dtype=np.uint8))
+    members[checkpoint.META_KEY + ".npy"] = meta.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, raw)
+    return runs.load_state(run_dir)
+
+
+def _resume_seed() -> list[bytes]:
+    with zipfile.ZipFile(_run_template() / "run" / "last.npz") as archive:
+        raw = archive.read(checkpoint.META_KEY + ".npy")
+    return [np.load(io.BytesIO(raw)).tobytes()]
+
+
+def _load_search_results(payload: bytes, scratch: Path) -> object:
+    run_dir = _copy_run(scratch)
+    (scratch / "search" / "results.csv").write_bytes(payload)
+    return report.build(run_dir, scratch / "search")
+
+
+TOML_SEED = (
+    b'[train]\nhidden_sizes = [256, 128]\nlr = 0.05\nepochs = 3\nschedule = "cosine"\nnesterov = true\n'
+)
+
+TARGETS = {
+    t.name: t
+    for t in [
+        Target("idx", _load_idx, _idx_seeds, (b"\x00\x00\x08\x03", b"\x00\x00\x08\x01")),
+        Target("idx-gzip", _load_idx_gzip, _idx_seeds, (b"\x00\x00\x08\x03", b"\x00\x00\x08\x01")),
+        Target(
+            "checkpoint",
+            _load_checkpoint,
+            _checkpoint_seeds,
+            (b"{'descr'", b"PK\x03\x04", b"PK\x01\x02", b"\x93NUMPY", b'"sizes"'),
+        ),
+        Target(
+            "image", _load_image, _image_seeds, (b"IHDR", b"IDAT", b"PLTE", b"tRNS", b"\xff\xc0", b"\xff\xda")
+        ),
+        Target("toml", _load_toml, lambda: [TOML_SEED], (b"=", b"[", b'"')),
+        Target("run-config", _load_run_config, _run_file("config.json"), (b":", b"[", b'"')),
+        Target("run-summary", _load_run_summary, _run_file("summary.json"), (b":", b"[", b'"')),
+        Target("metrics", _load_metrics, _run_file("metrics.csv"), (b",", b"\n")),
+        Target("resume", _load_resume_state, _resume_seed, (b'"rng_state"', b'"history"', b'"config"', b":")),
+        Target(
+            "search-results",
+            _load_search_results,
+            lambda: [(_run_template() / "search" / "results.csv").read_bytes()],
+            (b",", b"\n"),
+        ),
+    ]
+}
