@@ -31,6 +31,8 @@ def assert_one_line_error(err, *fragments):
         (["train", "--bogus"], ["unrecognized arguments: --bogus"]),
         (["train", "--lr", "fast"], ["--lr", "invalid float value: 'fast'"]),
         (["train", "--lr", "-1"], ["learning rate must be positive"]),
+        (["train", "--lr", "inf"], ["lr must be a finite number, got inf"]),
+        (["train", "--momentum", "nan"], ["momentum must be a finite number, got nan"]),
         (["train", "--hidden", "0"], ["0 is not between 1 and 16384"]),
         (["train", "--preset", "best"], ["invalid choice: 'best'"]),
         (["train", "--config", "missing.toml"], ["missing.toml: no such file"]),
@@ -175,3 +177,14 @@ def test_no_traceback_from_the_real_command(tmp_path):
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_the_parser_imports_nothing_heavy():
+    """`fashion-mlp --help` stays instant: the grammar needs none of matplotlib, Optuna, Pillow or
+    SQLAlchemy, and a fresh interpreter that imports it must not load them."""
+    script = (
+        "import sys; import fashion_mlp.cli; from fashion_mlp.cli import build_parser; build_parser(); "
+        "print(','.join(m for m in ('matplotlib', 'optuna', 'PIL', 'sqlalchemy') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "", f"the CLI's parser imported {loaded.stdout.strip()}"
