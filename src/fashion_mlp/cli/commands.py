@@ -250,3 +250,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     written = export_checkpoint(args.checkpoint, args.output)
     print(f"{written}: ONNX model of {args.checkpoint} ({written.stat().st_size:,} bytes)")
     return 0
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from ..nn import MLP, TOLERANCE, check_gradients
+
+    rng = np.random.default_rng(args.seed)
+    sizes = [784, *args.hidden, 10]
+    mean = rng.uniform(-1, 0, 784) if args.centre_inputs else None
+    model = MLP(sizes, rng, dropout=args.dropout, dtype=np.float64, input_mean=mean)
+    for p in model.parameters():
+        p.value += 0.01 * rng.standard_normal(p.value.shape)  # non-zero biases, as after training
+    x = rng.uniform(-1, 1, (args.batch, 784))
+    y = rng.integers(0, 10, args.batch)
+    setup = f"dropout {args.dropout}" + (", centred inputs" if args.centre_inputs else "")
+    if args.label_smoothing:
+        setup += f", label smoothing {args.label_smoothing}"
+    print(f"gradient check of {'-'.join(map(str, sizes))} ({setup}) on {args.batch} random images, float64")
+    results = check_gradients(model, x, y, args.label_smoothing, args.entries, rng=rng)
+    for r in results:
+        what = "dLoss/dinput (whole network)" if r.name == "input" else r.name
+        verdict = "PASS" if r.passed else "FAIL"
+        print(
+            f"  {what:<30} {r.entries:>6} entries  max relative error {r.max_relative_error:.2e}  {verdict}"
+        )
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        print(f"FAIL: {', '.join(failed)} disagree with finite differences (tolerance {TOLERANCE:g})")
+        return 1
+    print(f"PASS: every gradient agrees with central differences to within {TOLERANCE:g}")
+    return 0

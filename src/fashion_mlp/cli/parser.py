@@ -95,6 +95,55 @@ def build_parser() -> Parser:
         help="where to write (default: beside the checkpoint, same name, .onnx); written atomically",
     )
     p.set_defaults(handler="export")
+
+    p = commands.add_parser(
+        "gradcheck",
+        help="check back-propagation against finite differences, as the tests do",
+        description="Build a float64 network of the given shape, run one training forward and backward pass "
+        "on a small random batch, and compare each gradient with central finite differences: a sample of "
+        "entries of every parameter, and dLoss/dinput through the whole network. Prints each one's largest "
+        "relative error and PASS or FAIL; exits 1 if any fails.",
+    )
+    defaults = PRESETS["default"]
+    p.add_argument(
+        "--hidden",
+        type=_int_in(1, 16384),
+        nargs="+",
+        default=list(defaults.hidden_sizes),
+        metavar="N",
+        help="hidden layer widths (default: the default preset's, "
+        + " ".join(map(str, defaults.hidden_sizes))
+        + ")",
+    )
+    p.add_argument(
+        "--dropout",
+        type=_float_in(0.0, 0.99),
+        default=defaults.dropout,
+        metavar="P",
+        help=f"dropout rate after each hidden layer, masks held fixed (default {defaults.dropout})",
+    )
+    p.add_argument(
+        "--centre-inputs",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.centre_inputs,
+        help="subtract an input mean first, as the default preset does (default: on)",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=_float_in(0.0, 0.99),
+        default=0.0,
+        metavar="E",
+        help="check the smoothed loss's gradient (default 0)",
+    )
+    p.add_argument("--batch", type=_int_in(1, 64), default=4, help="random images in the batch (default 4)")
+    p.add_argument(
+        "--entries",
+        type=_int_in(1, 10_000),
+        default=20,
+        help="entries of each parameter compared (default 20)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batch and entries (default 0)")
+    p.set_defaults(handler="gradcheck")
     return parser
 
 
@@ -295,11 +344,45 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 CONFIG_FLAGS = (
-    "hidden_sizes", "init", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
-    "schedule", "decay", "warmup_epochs", "step_epochs", "gamma", "l2", "dropout", "input_dropout",
-    "centre_inputs", "augment", "max_shift", "label_smoothing", "hardest_of",
-    "patience", "val_size", "split_seed", "seed",
-)  # fmt: skip
+    "hidden_sizes",
+    "init",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "schedule",
+    "decay",
+    "warmup_epochs",
+    "step_epochs",
+    "gamma",
+    "l2",
+    "dropout",
+    "input_dropout",
+    "centre_inputs",
+    "augment",
+    "max_shift",
+    "label_smoothing",
+    "hardest_of",
+    "patience",
+    "val_size",
+    "split_seed",
+    "seed",
+)
+
+
+def _float_in(low: float, high: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
 
 
 def _int_in(low: int, high: int) -> Any:

@@ -1,5 +1,6 @@
 """The from-scratch network: pure NumPy, no files, no printing."""
 
+from .gradcheck import TOLERANCE, GradientCheck, check_gradients
 from .inference import Affine, Inference, folded_layers
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
@@ -13,10 +14,12 @@ __all__ = [
     "MLP",
     "SCHEDULES",
     "SGD",
+    "TOLERANCE",
     "Adam",
     "Affine",
     "Centre",
     "Dropout",
+    "GradientCheck",
     "Inference",
     "Layer",
     "Linear",
@@ -24,6 +27,7 @@ __all__ = [
     "Parameter",
     "ReLU",
     "Schedule",
+    "check_gradients",
     "cross_entropy",
     "example_losses",
     "folded_layers",

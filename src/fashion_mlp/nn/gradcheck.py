@@ -1,0 +1,111 @@
+"""Back-propagation checked against central finite differences: the test suite's check, for anyone.
+
+For a float64 MLP, a batch and its labels, each gradient that backward() computes is compared with
+
+    (L(θ + ε) − L(θ − ε)) / 2ε
+
+for a sample of entries of every parameter, and of dL/dinput, which flows through the whole network.
+Dropout masks are held fixed (each forward draws them from the same seed), so the loss is a plain
+function of the weights. The error reported is the largest relative error over the entries checked,
+
+    |backprop − numeric| / max(|backprop|, |numeric|, 1e-3 · the array's largest |backprop|)
+
+The floor keeps an entry a thousand times smaller than its array's largest from being judged on
+rounding alone: in float64, central differences carry an absolute error near 1e-16 · L / ε. A wrong
+backward pass (a missing ReLU mask, a transposed product) gives errors of order 1.
+
+ε is 1e-5: smaller, and rounding grows; larger, and a step is likelier to cross a ReLU's kink, where
+the loss is not differentiable and the two disagree for a reason that is not a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layers import Dropout
+from .losses import softmax_cross_entropy
+from .model import MLP
+
+TOLERANCE = 1e-5
+_MASK_SEED = 12345
+
+
+@dataclass(frozen=True)
+class GradientCheck:
+    name: str  # a parameter's name, or "input" for dL/dinput through the whole network
+    max_relative_error: float
+    entries: int  # how many entries were compared
+
+    @property
+    def passed(self) -> bool:
+        return self.max_relative_error <= TOLERANCE
+
+
+def _forward_loss(model: MLP, x: np.ndarray, y: np.ndarray, smoothing: float) -> tuple[float, np.ndarray]:
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.rng = np.random.default_rng(_MASK_SEED)  # the same masks at every evaluation
+    return softmax_cross_entropy(model.forward(x.copy(), training=True), y, smoothing)
+
+
+def _backprop(model: MLP, x: np.ndarray, y: np.ndarray, smoothing: float) -> np.ndarray:
+    """Fill every Parameter.grad and return dL/dinput, by the layers' own backward passes."""
+    first = model.linears[0]
+    saved, first.needs_input_grad = first.needs_input_grad, True
+    try:
+        _, grad = _forward_loss(model, x, y, smoothing)
+        for layer in reversed(model.layers):
+            grad = layer.backward(grad)  # type: ignore[assignment]
+    finally:
+        first.needs_input_grad = saved
+    return np.array(grad)
+
+
+def _relative_error(backprop: np.ndarray, numeric: np.ndarray, largest: float) -> float:
+    scale = np.maximum(np.maximum(np.abs(backprop), np.abs(numeric)), 1e-3 * largest)
+    scale = np.maximum(scale, 1e-300)  # an all-zero gradient agrees with an all-zero difference
+    return float((np.abs(backprop - numeric) / scale).max())
+
+
+def check_gradients(
+    model: MLP,
+    x: np.ndarray,
+    y: np.ndarray,
+    smoothing: float = 0.0,
+    entries: int = 20,
+    eps: float = 1e-5,
+    rng: np.random.Generator | None = None,
+) -> list[GradientCheck]:
+    """One GradientCheck per parameter (``entries`` random entries of each) and one for the input
+    (5 x ``entries`` random entries, at most all of them)."""
+    if model.linears[0].weight.value.dtype != np.float64:
+        raise ValueError("a gradient check needs a float64 model: MLP(..., dtype=np.float64)")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    x = np.asarray(x, dtype=np.float64)
+
+    def loss() -> float:
+        return _forward_loss(model, x, y, smoothing)[0]
+
+    def numeric(array: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        flat, out = array.reshape(-1), np.empty(len(chosen))
+        for k, i in enumerate(chosen):
+            saved = flat[i]
+            flat[i] = saved + eps
+            plus = loss()
+            flat[i] = saved - eps
+            minus = loss()
+            flat[i] = saved
+            out[k] = (plus - minus) / (2 * eps)
+        return out
+
+    input_grad = _backprop(model, x, y, smoothing).reshape(-1)
+    checks = [(p.name, p.value, p.grad.reshape(-1).copy(), entries) for p in model.parameters()]
+    checks.append(("input", x, input_grad, 5 * entries))
+    results = []
+    for name, array, backprop, n in checks:
+        chosen = rng.choice(array.size, size=min(n, array.size), replace=False)
+        error = _relative_error(backprop[chosen], numeric(array, chosen), float(np.abs(backprop).max()))
+        results.append(GradientCheck(name, error, len(chosen)))
+    return results
