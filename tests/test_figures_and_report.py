@@ -54,6 +54,21 @@ def test_the_report_holds_the_tables_and_the_summary_metrics(drawn_run):
         assert f"](figures/{name})" in markdown
 
 
+def test_the_report_opens_with_what_a_reader_came_for(drawn_run):
+    """The test accuracy, the training curves and the per-class scores come first; the settings last,
+    and folded away in the HTML."""
+    summary = read_json(drawn_run / "summary.json")
+    markdown = (drawn_run / "report.md").read_text()
+    order = [f"Test accuracy {summary['test_accuracy']:.4f}", "](figures/training_curves.png)",
+             "## Per-class scores", "## Figures", "## Configuration", "| hidden_sizes |"]  # fmt: skip
+    positions = [markdown.index(text) for text in order]
+    assert positions == sorted(positions)
+    assert markdown.index("## Configuration") > markdown.index("](figures/misclassified.png)")
+    page = (drawn_run / "report.html").read_text()
+    assert page.index("Test accuracy") < page.index("Per-class scores") < page.index("<details>")
+    assert re.search(r"<details><summary>every setting</summary><table>.*hidden_sizes", page)
+
+
 def test_the_html_is_self_contained(drawn_run):
     page = (drawn_run / "report.html").read_text()
     sources = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", page)

@@ -39,6 +39,7 @@ CAPTIONS = {
 class Table:
     headers: list[str]
     rows: list[list[str]]
+    folded: str = ""  # if set, the HTML folds the table away behind this summary line
 
 
 @dataclass
@@ -57,29 +58,36 @@ def build(run_dir: Path, search_dir: Path | None = None) -> list[Block]:
     confusion = np.array(summary["test_confusion"])
     machine = summary.get("machine", {})
     split = summary["split"]
+    for path in figure_paths(run_dir).values():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; run `fashion-mlp plot {run_dir}` first")
+    figures = {key: Figure(path, CAPTIONS[key]) for key, path in figure_paths(run_dir).items()}
+    # What a reader came for first: the test score, the curves and the per-class scores; the settings last.
     blocks: list[Block] = [
         f"# fashion-mlp run: {run_dir.name}",
+        f"Test accuracy {summary['test_accuracy']:.4f} (loss {summary['test_loss']:.4f}) on "
+        f"{split['test']:,} test images.",
+        "## Results",
+        _results_table(summary),
+        _chosen(summary) + f" Training took {summary['train_seconds']:.1f} s "
+        f"({summary['train_samples_per_second']:,.0f} samples/s), {summary['wall_seconds']:.1f} s in all.",
+        figures.pop("curves"),
+        "## Per-class scores on the test set",
+        _per_class_table(confusion),
+        "## Figures",
+        *figures.values(),
+    ]
+    if search_dir is not None:
+        blocks += ["## Hyperparameter search", _search_table(Path(search_dir))]
+    blocks += [
         "## Configuration",
-        Table(["setting", "value"], [[k, _fmt(v)] for k, v in config.items()]),
         f"Data: {split['train']:,} training, {split['val']:,} validation and {split['test']:,} test images "
         f"(split seed {config.get('split_seed', 0)}, training seed {config.get('seed', 0)}), "
         f"from {summary.get('data_source', 'unknown')}. "
         f"Trained with fashion-mlp {machine.get('fashion_mlp', '?')}, NumPy {machine.get('numpy', '?')}, "
         f"Python {machine.get('python', '?')} on {machine.get('cpus', '?')} CPU cores.",
-        "## Results",
-        _results_table(summary),
-        _chosen(summary) + f" Training took {summary['train_seconds']:.1f} s "
-        f"({summary['train_samples_per_second']:,.0f} samples/s), {summary['wall_seconds']:.1f} s in all.",
-        "## Per-class scores on the test set",
-        _per_class_table(confusion),
-        "## Figures",
+        Table(["setting", "value"], [[k, _fmt(v)] for k, v in config.items()], folded="every setting"),
     ]
-    for key, path in figure_paths(run_dir).items():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; run `fashion-mlp plot {run_dir}` first")
-        blocks.append(Figure(path, CAPTIONS[key]))
-    if search_dir is not None:
-        blocks += ["## Hyperparameter search", _search_table(Path(search_dir))]
     return blocks
 
 
@@ -178,7 +186,10 @@ def to_html(blocks: list[Block]) -> str:
             body = "".join(
                 "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows
             )
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            if block.folded:
+                table = f"<details><summary>{html.escape(block.folded)}</summary>{table}</details>"
+            out.append(table)
         elif isinstance(block, Figure):
             data = base64.b64encode(block.path.read_bytes()).decode()
             alt = html.escape(block.caption)
