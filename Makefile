@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench bench-accuracy fuzz postgres clean
+.PHONY: train test data bench bench-accuracy bench-cli fuzz postgres clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
@@ -26,6 +26,9 @@ bench: data $(BIN)/.bench-deps   ## speed against PyTorch and scikit-learn; writ
 
 bench-accuracy: data $(BIN)/.bench-deps   ## test accuracy of each recipe and peer; writes benchmarks/accuracy.json
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
+
+bench-cli: $(BIN)/.installed   ## how fast --help and --version answer, for every command (median of 5)
+	$(BIN)/python benchmarks/cli_speed.py
 
 FUZZ_SECONDS ?= 600
 FUZZ_TARGETS ?= $(shell $(BIN)/python -m tests.fuzz.run list 2>/dev/null)
