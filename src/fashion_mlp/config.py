@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .data import N_TRAIN
 from .nn import INITS, SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -86,7 +87,7 @@ class TrainConfig:
             (0 <= self.max_shift <= 8, "max shift must be between 0 and 8 pixels"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (self.hardest_of >= 1, "hardest_of must be at least 1"),
-            (0 <= self.val_size < 60_000, "validation size must be between 0 and 59,999"),
+            (0 <= self.val_size < N_TRAIN, f"validation size must be between 0 and {N_TRAIN - 1:,}"),
         ]
         for ok, message in checks:
             if not ok:

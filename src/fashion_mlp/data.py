@@ -54,6 +54,7 @@ DEFAULT_MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+N_TRAIN = 60_000  # official training images, of which val_size are held out for validation
 
 Log = Callable[[str], None]
 
@@ -208,10 +209,24 @@ class Split:
 
 @dataclass
 class Dataset:
+    """Three splits of any float32 (N, features) inputs with integer labels 0..k-1, k = len(class_names).
+
+    Training takes its sizes from here: features from ``train.x``, classes from ``class_names``.
+    """
+
     train: Split
     val: Split
     test: Split
     source: str = ""
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    @property
+    def n_features(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
 
 
 def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int) -> tuple[Split, Split]:

@@ -44,7 +44,7 @@ def machine() -> dict[str, Any]:
 def checkpoint_meta(state: TrainState, data: Dataset) -> dict[str, Any]:
     return {
         "normalisation": NORMALISATION,
-        "class_names": list(CLASS_NAMES),
+        "class_names": list(data.class_names),
         "config": state.config.to_dict(),
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "epoch": state.epoch,

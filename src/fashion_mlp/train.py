@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import TrainConfig
-from .data import IMAGE_SIDE, Dataset, augment_batch
+from .data import CLASS_NAMES, IMAGE_SIDE, Dataset, augment_batch
 from .evaluation import evaluate
 from .nn import MLP, SGD, Adam, Optimizer, Schedule, cross_entropy, example_losses, softmax_cross_entropy
 
-N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, 10
+N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, len(CLASS_NAMES)  # Fashion-MNIST's, the default sizes
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,19 @@ def input_mean(data: Dataset) -> np.ndarray:
     return data.train.x.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def build_model(config: TrainConfig, rng: np.random.Generator, mean: np.ndarray | None = None) -> MLP:
-    """The config's network; ``mean`` is the input mean it subtracts when config.centre_inputs."""
+def build_model(
+    config: TrainConfig,
+    rng: np.random.Generator,
+    mean: np.ndarray | None = None,
+    n_inputs: int = N_INPUTS,
+    n_classes: int = N_CLASSES,
+) -> MLP:
+    """The config's network for n_inputs features and n_classes classes (Fashion-MNIST's unless told);
+    ``mean`` is the input mean it subtracts when config.centre_inputs."""
     if config.centre_inputs and mean is None:
         raise ValueError("a model that centres its inputs needs their mean")
     return MLP(
-        [N_INPUTS, *config.hidden_sizes, N_CLASSES],
+        [n_inputs, *config.hidden_sizes, n_classes],
         rng,
         config.dropout,
         init=config.init,
@@ -109,8 +116,16 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
 
 
 def new_state(config: TrainConfig, data: Dataset) -> TrainState:
+    """A fresh run on ``data``: the network takes its input and output sizes from the data."""
+    if config.augment and data.n_features != N_INPUTS:
+        raise ValueError(
+            f"augment flips and shifts 28x28 images; these inputs have {data.n_features} features"
+        )
+    if len(data.train) == 0:
+        raise ValueError("there are no training examples")
     rng = np.random.default_rng(config.seed)
-    model = build_model(config, rng, input_mean(data) if config.centre_inputs else None)
+    mean = input_mean(data) if config.centre_inputs else None
+    model = build_model(config, rng, mean, data.n_features, data.n_classes)
     return TrainState(config, model, build_optimizer(config, model), rng)
 
 
@@ -119,17 +134,20 @@ def train(
     data: Dataset,
     callbacks: Sequence[Callback] = (),
     state: TrainState | None = None,
+    until_epoch: int | None = None,
 ) -> TrainState:
     """Train for config.epochs (or until early stopping); return the state with the best weights loaded.
 
     The best epoch is the one with the highest validation accuracy, or the last one when the data has
     no validation images.
 
-    Pass ``state`` (e.g. from a checkpoint) to continue a run where it stopped.
+    Pass ``state`` (e.g. from a checkpoint) to continue a run where it stopped, and ``until_epoch`` to
+    stop after that epoch, with the learning-rate schedule still planned over config.epochs.
     """
     state = state if state is not None else new_state(config, data)
     schedule = build_schedule(config, steps_per_epoch(config, len(data.train)))
-    while state.epoch < config.epochs:
+    last = config.epochs if until_epoch is None else until_epoch
+    while state.epoch < last:
         # Overflow shows up as a non-finite loss, which stops training with advice; no warnings.
         with np.errstate(over="ignore", invalid="ignore"):
             record = _train_epoch(state, data, schedule, callbacks)
