@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench bench-accuracy bench-cli fuzz postgres clean
+.PHONY: train test data bench bench-accuracy bench-cli bench-sklearn fuzz postgres clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
@@ -26,6 +26,9 @@ bench: data $(BIN)/.bench-deps   ## speed against PyTorch and scikit-learn; writ
 
 bench-accuracy: data $(BIN)/.bench-deps   ## test accuracy of each recipe and peer; writes benchmarks/accuracy.json
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
+
+bench-sklearn: data $(BIN)/.bench-deps   ## our estimator against scikit-learn's MLPClassifier; writes benchmarks/sklearn.json
+	$(BIN)/python benchmarks/sklearn_bench.py $(ARGS)
 
 bench-cli: $(BIN)/.installed   ## how fast --help and --version answer, for every command (median of 5)
 	$(BIN)/python benchmarks/cli_speed.py
