@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -17,25 +18,52 @@ MAX_PIXELS = 50_000_000  # refuse decompression bombs
 MIN_CONTRAST = 8.0  # grey levels between the darkest and lightest pixel; less is a blank image
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """A uint8 (28, 28) image: grayscale, dark background, garment trimmed and centred."""
-    path = Path(path)
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+class ImageError(ValueError):
+    """An image we cannot classify; ``kind`` is "unreadable", "too large" or "blank"."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def load_image(
+    source: str | Path | BinaryIO, max_pixels: int = MAX_PIXELS, name: str | None = None
+) -> np.ndarray:
+    """A uint8 (28, 28) image: grayscale, dark background, garment trimmed and centred.
+
+    ``source`` is a file's path or an open binary file (``name`` then names it in errors). An image of
+    more than ``max_pixels`` pixels is refused from its header, before it is decoded: a decompression bomb.
+    """
+    path = name or (str(source) if isinstance(source, (str, Path)) else "image")
+    Image.MAX_IMAGE_PIXELS = max(max_pixels, MAX_PIXELS)  # Pillow's own guard; ours below is exact
     try:
-        with Image.open(path) as img:
+        with Image.open(Path(source) if isinstance(source, str) else source) as img:
+            if img.width * img.height > max_pixels:
+                raise Image.DecompressionBombError(
+                    f"{img.width}x{img.height} is more than {max_pixels:,} pixels"
+                )
             img.load()
             pixels = _grayscale(img)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError, EOFError,
-            struct.error, IndexError) as err:  # fmt: skip
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: too large to decode ({err})", "too large") from None
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        struct.error,
+        IndexError,
+    ) as err:
         # Pillow's decoders raise SyntaxError for a broken PNG chunk (found by fuzzing), struct.error and
         # IndexError for truncated headers, EOFError for a truncated file.
-        raise ValueError(f"{path}: not a readable PNG or JPEG image ({err})") from None
+        raise ImageError(f"{path}: not a readable PNG or JPEG image ({err})", "unreadable") from None
     try:
         return to_fashion_mnist(pixels)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ImageError(f"{path}: {err}", "blank") from None
 
 
 def _grayscale(img: Image.Image) -> np.ndarray:

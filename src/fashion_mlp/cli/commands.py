@@ -126,10 +126,19 @@ def _run_workers(args: argparse.Namespace, study: Any, plan: Any, started: float
 def _search_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one worker of this search."""
     argv = ["search", "--study", args.study, "--stale-after", str(args.stale_after)]
-    for flag, value in (("--sweep", args.sweep), ("--grid", args.grid), ("--trials", args.trials),
-                        ("--space", args.space), ("--preset", args.preset), ("--config", args.config),
-                        ("--epochs", args.epochs), ("--storage", args.storage), ("--dir", args.dir),
-                        ("--limit-train", args.limit_train), ("--data-dir", args.data_dir)):  # fmt: skip
+    for flag, value in (
+        ("--sweep", args.sweep),
+        ("--grid", args.grid),
+        ("--trials", args.trials),
+        ("--space", args.space),
+        ("--preset", args.preset),
+        ("--config", args.config),
+        ("--epochs", args.epochs),
+        ("--storage", args.storage),
+        ("--dir", args.dir),
+        ("--limit-train", args.limit_train),
+        ("--data-dir", args.data_dir),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     return argv + (["--no-download"] if args.no_download else [])
@@ -214,8 +223,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = _load_data(args, config.get("val_size", 15_000), config.get("split_seed", 0))
     split = getattr(dataset, args.split)
     if not len(split):
-        raise UsageError(f"{args.checkpoint}: its model was trained with no validation set (val_size 0); "
-                         "evaluate it on --split test or train")  # fmt: skip
+        raise UsageError(
+            f"{args.checkpoint}: its model was trained with no validation set (val_size 0); "
+            "evaluate it on --split test or train"
+        )
     result = evaluate(loaded.model, split.x, split.y)
     print(f"{args.split}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} ({len(split):,} images)")
     print("per-class accuracy:")
@@ -230,13 +241,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..images import load_image
+    from ..nn import Inference
 
     loaded = checkpoint.load(args.checkpoint)
     norm = loaded.meta.get("normalisation", data.NORMALISATION)
     names = loaded.meta.get("class_names", data.CLASS_NAMES)
     images = np.stack([load_image(path) for path in args.images])
-    x = (images.reshape(len(images), -1).astype(np.float32) - norm["offset"]) / norm["scale"]
-    probabilities = loaded.model.predict_proba(x)
+    inference = Inference(loaded.model, float(norm["offset"]), float(norm["scale"]))  # as serve does
+    probabilities = inference.predict_proba(images.reshape(len(images), -1).astype(np.float32))
     for path, probs in zip(args.images, probabilities):
         top = np.argsort(probs)[::-1][: args.top_k]
         ranked = ", ".join(f"{names[i]} {probs[i]:.3f}" for i in top)
@@ -279,4 +291,18 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         print(f"FAIL: {', '.join(failed)} disagree with finite differences (tolerance {TOLERANCE:g})")
         return 1
     print(f"PASS: every gradient agrees with central differences to within {TOLERANCE:g}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..extras import require
+
+    for module in ("starlette", "uvicorn", "orjson", "multipart"):
+        require(module, "serve")
+    from ..serve.app import Limits, serve
+
+    limits = Limits(
+        args.max_body_bytes, args.max_rows, args.max_image_pixels, args.max_concurrency, args.read_timeout
+    )
+    serve(args.checkpoints, args.host, args.port, limits, args.keep_alive, lambda m: print(m, flush=True))
     return 0

@@ -144,6 +144,69 @@ def build_parser() -> Parser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, batch and entries (default 0)")
     p.set_defaults(handler="gradcheck")
+
+    p = commands.add_parser(
+        "serve",
+        help="serve checkpoints over HTTP: the Open Inference Protocol (KServe v2) and a web page",
+        description="Serve one or more checkpoints: the Open Inference Protocol's REST API under /v2 (as "
+        "Triton, KServe and MLServer speak it; tritonclient works unchanged), POST /classify for a PNG or "
+        "JPEG, and a page at / to drop a photo or draw one. Needs the serve extra: "
+        "pip install 'fashion-mlp[serve]'. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="[NAME=]CHECKPOINT",
+        help="a .npz checkpoint, served under NAME (default: its run folder's name)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=_int_in(1, 65535), default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--max-body-bytes",
+        type=_int_in(1, 1 << 31),
+        default=8 << 20,
+        metavar="N",
+        help="largest request body; past it 413 (default 8 MiB)",
+    )
+    p.add_argument(
+        "--max-rows",
+        type=_int_in(1, 1_000_000),
+        default=4096,
+        metavar="N",
+        help="most images in one inference request (default 4096)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=_int_in(1, 1 << 31),
+        default=50_000_000,
+        metavar="N",
+        help="largest image /classify decodes, width x height; a decompression bomb past it "
+        "(default 50,000,000, as predict)",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=_int_in(1, 100_000),
+        default=256,
+        metavar="N",
+        help="requests in flight at once; past it 503 at once, never a growing queue (default 256)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        type=_float_in(0.1, 3600),
+        default=5.0,
+        metavar="SECONDS",
+        help="how long an idle keep-alive connection stays open (default 5)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=_float_in(0.1, 3600),
+        default=30.0,
+        metavar="SECONDS",
+        help="longest a request's body may take to arrive; past it 408 (default 30)",
+    )
+    p.set_defaults(handler="serve")
     return parser
 
 

@@ -1,0 +1,388 @@
+"""`fashion-mlp serve`: the Open Inference Protocol (KServe v2 REST) for programs, a page for people.
+
+The routes are the table at the bottom. Handlers are thin: read the body (within its limits), decode
+it (protocol.py), run the model, encode. Every error is a ``{"error": "..."}`` body with a 4xx status,
+made in one place (``_error``). Requests that arrive while a model is busy are answered together: each
+model has a ``Batcher`` that runs one matrix product for all the rows waiting, so at batch 1 the
+weights are read once for many requests instead of once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from .. import __version__, checkpoint, data
+from ..images import MAX_PIXELS, ImageError, load_image
+from ..nn import Inference
+from . import protocol
+from .protocol import ProtocolError
+
+STATIC = Path(__file__).parent / "static"
+VERSION = "1"  # each checkpoint is served as version 1 of its model
+IMAGE_STATUS = {"unreadable": 415, "too large": 413, "blank": 422}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 8 << 20  # a 10,000-row FP32 batch is 31 MB in binary: ask for more with the flag
+    max_rows: int = 4096
+    max_image_pixels: int = MAX_PIXELS
+    max_concurrency: int = 256
+    read_timeout_s: float = 30.0
+    max_batch_rows: int = 1024  # rows combined into one product
+
+
+@dataclass
+class Model:
+    """One served checkpoint: its folded network, class names and what the page shows of it."""
+
+    name: str
+    path: Path
+    inference: Inference
+    class_names: list[str]
+    test_accuracy: float | None
+    architecture: str
+    batcher: Batcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.inference)
+
+
+def load_model(name: str, path: Path) -> Model:
+    """Load and check a checkpoint as `evaluate` does; a model for Fashion-MNIST's 784 pixels only."""
+    loaded = checkpoint.load(path)
+    sizes = loaded.model.sizes
+    if sizes[0] != protocol.N_PIXELS:
+        raise ValueError(f"{path}: a model of {sizes[0]} inputs; serve takes Fashion-MNIST models of 784")
+    norm = loaded.meta.get("normalisation", data.NORMALISATION)
+    names = list(loaded.meta.get("class_names") or data.CLASS_NAMES)
+    if len(names) != sizes[-1]:
+        raise ValueError(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
+    accuracy = _test_accuracy(path)
+    inference = Inference(loaded.model, float(norm["offset"]), float(norm["scale"]))
+    return Model(name, Path(path), inference, names, accuracy, "-".join(map(str, sizes)))
+
+
+def _test_accuracy(path: Path) -> float | None:
+    """The run's test accuracy, from summary.json beside the checkpoint, if there is one."""
+    try:
+        summary = orjson.loads((Path(path).parent / "summary.json").read_bytes())
+        value = summary.get("test_accuracy") if isinstance(summary, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+class Batcher:
+    """Runs every waiting request's rows through one product. While a product runs (in a worker
+    thread, so the event loop goes on accepting requests), new rows queue; the next product takes
+    all of them, up to max_batch_rows."""
+
+    def __init__(self, inference: Inference, max_batch_rows: int = 1024) -> None:
+        self.inference = inference
+        self.max_batch_rows = max_batch_rows
+        self.waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self.running = False
+
+    async def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self.waiting.append((pixels, future))
+        if not self.running:
+            self.running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, rows = [], 0
+                while self.waiting and (not batch or rows + len(self.waiting[0][0]) <= self.max_batch_rows):
+                    item = self.waiting.pop(0)
+                    batch.append(item)
+                    rows += len(item[0])
+                stacked = batch[0][0] if len(batch) == 1 else np.concatenate([p for p, _ in batch])
+                try:
+                    probabilities = await asyncio.to_thread(self.inference.predict_proba, stacked)
+                except Exception as err:  # pragma: no cover - a bug, reported to every waiting request
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(err)
+                    continue
+                start = 0
+                for pixels, future in batch:
+                    if not future.done():  # its client may have gone
+                        future.set_result(probabilities[start : start + len(pixels)])
+                    start += len(pixels)
+        finally:
+            self.running = False
+
+
+# ---------------------------------------------------------------- the app
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    """The whole body, refusing one longer than the limit (413) or slower than the read timeout (408)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ProtocolError("Content-Length is not a number")
+        if int(declared) > limits.max_body_bytes:
+            raise ProtocolError(
+                f"the body is {int(declared):,} bytes; the limit is {limits.max_body_bytes:,}", 413
+            )
+    chunks, size = [], 0
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise ProtocolError(f"the body is over the limit of {limits.max_body_bytes:,} bytes", 413)
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), limits.read_timeout_s)
+    except asyncio.TimeoutError:
+        raise ProtocolError(f"the body took longer than {limits.read_timeout_s:g} s to arrive", 408) from None
+    return b"".join(chunks)
+
+
+def create_app(models: dict[str, Model], limits: Limits | None = None) -> Starlette:
+    limits = limits or Limits()
+    for model in models.values():
+        model.batcher.max_batch_rows = limits.max_batch_rows
+
+    def find(request: Request) -> Model:
+        name = request.path_params["name"]
+        if name not in models:
+            raise ProtocolError(f"unknown model {name!r}; this server has {', '.join(sorted(models))}", 404)
+        version = request.path_params.get("version")
+        if version is not None and version != VERSION:
+            raise ProtocolError(f"model {name!r} has no version {version!r}; it has version {VERSION}", 404)
+        return models[name]
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"ready": True})
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse(
+            {"name": "fashion-mlp", "version": __version__, "extensions": protocol.EXTENSIONS}
+        )
+
+    async def model_metadata(request: Request) -> Response:
+        model = find(request)
+        return JSONResponse(protocol.model_metadata(model.name, len(model.class_names)))
+
+    async def model_ready(request: Request) -> Response:
+        find(request)
+        return JSONResponse({"name": request.path_params["name"], "ready": True})
+
+    async def infer(request: Request) -> Response:
+        model = find(request)
+        body = await _read_body(request, limits)
+        parsed = protocol.parse_infer_request(
+            body, request.headers.get("inference-header-content-length"), limits.max_rows
+        )
+        probabilities = await model.batcher.predict_proba(parsed.pixels)
+        tensors = protocol.output_tensors(probabilities, model.class_names)
+        content, headers = protocol.encode_infer_response(model.name, VERSION, parsed, tensors)
+        return Response(content, headers=headers)
+
+    async def classify(request: Request) -> Response:
+        name = request.query_params.get("model") or next(iter(models))
+        model = models.get(name)
+        if model is None:
+            raise ProtocolError(f"unknown model {name!r}; this server has {', '.join(sorted(models))}", 404)
+        top_k = _top_k(request.query_params.get("top_k", "3"), len(model.class_names))
+        body = await _read_body(request, limits)
+        image_bytes = await _image_from(request, body)
+        try:
+            image = await asyncio.to_thread(
+                load_image, io.BytesIO(image_bytes), limits.max_image_pixels, "upload"
+            )
+        except ImageError as err:
+            raise ProtocolError(str(err), IMAGE_STATUS[err.kind]) from None
+        probabilities = (await model.batcher.predict_proba(image.reshape(1, -1).astype(np.float32)))[0]
+        order = np.argsort(probabilities)[::-1]
+        return JSONResponse(
+            {
+                "model": model.name,
+                "top": [
+                    {"class": model.class_names[i], "probability": float(probabilities[i])}
+                    for i in order[:top_k]
+                ],
+                "probabilities": {n: float(p) for n, p in zip(model.class_names, probabilities)},
+                "image": "data:image/png;base64," + base64.b64encode(_png(image)).decode(),
+            }
+        )
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "models": [
+                    {
+                        "name": m.name,
+                        "architecture": m.architecture,
+                        "test_accuracy": m.test_accuracy,
+                        "classes": m.class_names,
+                    }
+                    for m in models.values()
+                ]
+            }
+        )
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/info", info, methods=["GET"]),
+        Route("/classify", classify, methods=["POST"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2/models/{name}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
+        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+    ]
+
+    async def protocol_error(request: Request, err: Exception) -> Response:
+        assert isinstance(err, ProtocolError)
+        return _error(str(err), err.status)
+
+    async def http_error(request: Request, err: Exception) -> Response:
+        status = getattr(err, "status_code", 400)
+        detail = {
+            404: f"no route {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }
+        return _error(detail.get(status, str(getattr(err, "detail", "bad request"))), status)
+
+    async def disconnected(request: Request, err: Exception) -> Response:
+        return _error("the client went away", 400)
+
+    async def internal(request: Request, err: Exception) -> Response:  # a bug of ours, never bad input
+        return _error(f"internal error ({type(err).__name__}); the server goes on", 500)
+
+    from starlette.exceptions import HTTPException
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ProtocolError: protocol_error,
+            HTTPException: http_error,
+            ClientDisconnect: disconnected,
+            Exception: internal,
+        },
+    )
+    app.add_middleware(ConcurrencyCap, limit=limits.max_concurrency)
+    return app
+
+
+class ConcurrencyCap:
+    """ASGI middleware: past ``limit`` requests in flight, answer 503 at once rather than queue."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = _error(f"the server is busy ({self.limit} requests in flight); retry shortly", 503)
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+def _top_k(text: str, n_classes: int) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= n_classes:
+        raise ProtocolError(f"top_k must be an integer from 1 to {n_classes}, got {text!r}")
+    return int(text)
+
+
+async def _image_from(request: Request, body: bytes) -> bytes:
+    """The image: a multipart form's field 'image', or the raw body."""
+    if not body:
+        raise ProtocolError("the request body is empty; send a PNG or JPEG image")
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        return body
+    async def replay() -> dict[str, Any]:  # the body was read already, within its limits
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except Exception as err:  # python-multipart's parse errors carry no common base class
+        raise ProtocolError(f"the multipart body cannot be parsed ({type(err).__name__})") from None
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise ProtocolError("the multipart form needs a file field named 'image'")
+    return await upload.read()
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
+
+
+def serve(
+    specs: list[str], host: str, port: int, limits: Limits, keep_alive_s: float, log: Any = print
+) -> None:
+    """Load every NAME=PATH (or PATH, named after its run folder) and serve them until SIGTERM/Ctrl-C."""
+    import uvicorn
+
+    models: dict[str, Model] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path_obj = Path(path)
+        name = name or (path_obj.parent.name if path_obj.parent.name else path_obj.stem)
+        if name in models:
+            raise ValueError(f"two models are named {name!r}; name them with NAME=PATH")
+        models[name] = load_model(name, path_obj)
+        log(f"model {name}: {path_obj} ({models[name].architecture})")
+    app = create_app(models, limits)
+    started = time.strftime("%H:%M:%S")
+    log(f"{started} serving {', '.join(models)} on http://{host}:{port}/ (Ctrl-C to stop)")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        timeout_keep_alive=keep_alive_s,
+        log_level="info",
+        access_log=True,
+        timeout_graceful_shutdown=10,
+    )
