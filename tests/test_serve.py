@@ -1,6 +1,7 @@
 """`fashion-mlp serve`: a real server process on 127.0.0.1, talked to by the official tritonclient, by
 plain HTTP with bad requests, and by a real Chromium driven by Playwright."""
 
+import base64
 import io
 import json
 import signal
@@ -276,9 +277,10 @@ def test_classify_agrees_with_fashion_mlp_predict(server, small_run, raw_test_im
     result = json.loads(answer)
     assert ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"]) == printed
     assert abs(sum(result["probabilities"].values()) - 1) < 1e-5 and len(result["probabilities"]) == 10
-    seen = Image.open(io.BytesIO(__import__("base64").b64decode(result["image"].split(",", 1)[1])))
+    seen = Image.open(io.BytesIO(base64.b64decode(result["image"].split(",", 1)[1])))
     assert seen.size == (28, 28)
-    form = b'--B\r\nContent-Disposition: form-data; name="image"; filename="g.png"\r\nContent-Type: image/png\r\n\r\n'
+    form = b'--B\r\nContent-Disposition: form-data; name="image"; filename="g.png"\r\n'
+    form += b"Content-Type: image/png\r\n\r\n"
     form += path.read_bytes() + b"\r\n--B--\r\n"
     code, multipart = post(
         server + "/classify?top_k=3", form, {"Content-Type": "multipart/form-data; boundary=B"}
@@ -377,7 +379,7 @@ def test_the_page_classifies_a_drawing_and_works_by_keyboard_on_a_narrow_screen(
 def test_the_page_shows_a_server_error_as_a_message(browser, server, tmp_path):
     path = tmp_path / "blank.png"
     Image.new("L", (50, 50), 255).save(path)
-    page, errors, _ = open_page(browser, server)
+    page, _, _ = open_page(browser, server)  # the console does log the refused request here
     page.set_input_files("#file", str(path))
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert "blank" in page.text_content("#error") and page.text_content("#top") == "No answer."

@@ -338,6 +338,7 @@ async def _image_from(request: Request, body: bytes) -> bytes:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         return body
+
     async def replay() -> dict[str, Any]:  # the body was read already, within its limits
         return {"type": "http.request", "body": body, "more_body": False}
 
