@@ -30,6 +30,17 @@ bench-accuracy: data $(BIN)/.bench-deps   ## test accuracy of each recipe and pe
 bench-sklearn: data $(BIN)/.bench-deps   ## our estimator against scikit-learn's MLPClassifier; writes benchmarks/sklearn.json
 	$(BIN)/python benchmarks/sklearn_bench.py $(ARGS)
 
+bench-serve: data $(BIN)/.test-deps .venv-mlserver/.installed   ## our server against MLServer under hey, and a soak; writes benchmarks/serve.json
+	@command -v hey >/dev/null 2>&1 && command -v wrk >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq hey wrk; }
+	$(BIN)/python benchmarks/serve_bench.py $(ARGS)
+
+.venv-mlserver/.installed: pyproject.toml   # MLServer in a virtual environment of its own: its pins stay there
+	$(PYTHON) -m venv .venv-mlserver
+	.venv-mlserver/bin/python -m pip install -q "mlserver==1.7.1"
+	.venv-mlserver/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
 bench-cli: $(BIN)/.installed   ## how fast --help and --version answer, for every command (median of 5)
 	$(BIN)/python benchmarks/cli_speed.py
 

@@ -1,0 +1,30 @@
+"""MLServer's side of `make bench-serve`: a custom runtime that answers with our own nn.Inference, so that
+the benchmark compares servers, not models. MLServer loads it from its own virtual environment."""
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+from fashion_mlp import checkpoint
+from fashion_mlp.nn import Inference
+
+
+class FashionRuntime(MLModel):
+    async def load(self) -> bool:
+        loaded = checkpoint.load(self.settings.parameters.uri)
+        norm = loaded.meta["normalisation"]
+        self.inference = Inference(loaded.model, float(norm["offset"]), float(norm["scale"]))
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        pixels = NumpyCodec.decode_input(payload.inputs[0]).reshape(-1, 784).astype(np.float32)
+        probabilities = self.inference.predict_proba(pixels)
+        return InferenceResponse(
+            model_name=self.name,
+            id=payload.id,
+            outputs=[
+                NumpyCodec.encode_output("probabilities", probabilities),
+                NumpyCodec.encode_output("label", probabilities.argmax(axis=1).astype(np.int64)),
+            ],
+        )

@@ -1,0 +1,346 @@
+"""`make bench-serve`: our server against MLServer 1.7, the reference Python server of the protocol.
+
+Both serve the same checkpoint: ours through `fashion-mlp serve`, MLServer through the small custom
+runtime in benchmarks/mlserver_runtime.py, which calls our own nn.Inference, so that only the server
+differs. MLServer runs from its own virtual environment (.venv-mlserver), at its defaults and with
+adaptive batching on ("parallel_workers": 0 in both: MLServer 1.7.1's worker processes crash at start
+with the uvloop pip installs today). The load is `hey`, in its own process, against 127.0.0.1; each
+server runs in turn with the same request bodies: batch-1 JSON, batch-1 binary, batch-64 binary and
+(ours only) /classify with a 400x400 JPEG, at concurrency 1 and 32.
+
+Then a soak of ours: 100,000 requests at concurrency 32 with one in ten malformed (two `hey` processes
+at once, 29 connections sending good requests and 3 sending truncated JSON), counting statuses, and its
+resident memory after warm-up and after the soak.
+Writes benchmarks/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fashion_mlp import checkpoint, data
+from fashion_mlp.idx import read_idx
+from fashion_mlp.nn import MLP
+
+ROOT = Path(__file__).parent.parent
+MLSERVER_VENV = ROOT / ".venv-mlserver"
+MODEL = "fashion"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def the_checkpoint(given: Path | None, scratch: Path) -> Path:
+    """The newest run's last.npz, or a 784-1024-1024-10 with random weights (speed depends on shapes)."""
+    if given:
+        return given
+    runs = sorted(ROOT.glob("runs/*/last.npz"), key=lambda p: p.stat().st_mtime)
+    if runs:
+        return runs[-1]
+    rng = np.random.default_rng(0)
+    path = scratch / "random.npz"
+    model = MLP([784, 1024, 1024, 10], rng, input_mean=rng.uniform(-1, 0, 784).astype(np.float32))
+    checkpoint.save(path, model, {"normalisation": data.NORMALISATION, "class_names": list(data.CLASS_NAMES)})
+    return path
+
+
+def bodies(scratch: Path) -> dict[str, tuple[Path, dict[str, str]]]:
+    """Each workload's request body on disk, with the headers it needs."""
+    images = read_idx(data.locate(allow_download=False).paths["test-images"])[:64].reshape(64, 784)
+    out = {}
+    one = {
+        "inputs": [
+            {
+                "name": "pixels",
+                "datatype": "FP32",
+                "shape": [1, 784],
+                "data": images[0].astype(float).tolist(),
+            }
+        ]
+    }
+    (scratch / "json1").write_bytes(json.dumps(one).encode())
+    out["batch-1 JSON"] = (scratch / "json1", {"Content-Type": "application/json"})
+    for rows in (1, 64):
+        header = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "pixels",
+                        "datatype": "FP32",
+                        "shape": [rows, 784],
+                        "parameters": {"binary_data_size": rows * 784 * 4},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        (scratch / f"bin{rows}").write_bytes(header + images[:rows].astype(np.float32).tobytes())
+        out[f"batch-{rows} binary"] = (
+            scratch / f"bin{rows}",
+            {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+        )
+    photo = Image.fromarray(255 - images[0].reshape(28, 28)).resize((400, 400)).convert("RGB")
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90)
+    (scratch / "photo.jpg").write_bytes(buffer.getvalue())
+    out["/classify 400x400 JPEG"] = (scratch / "photo.jpg", {"Content-Type": "image/jpeg"})
+    return out
+
+
+def wait_ready(url: str, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready in {seconds} s")
+
+
+def start_ours(ckpt: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fashion_mlp",
+            "serve",
+            f"{MODEL}={ckpt}",
+            "--port",
+            str(port),
+            "--max-body-bytes",
+            str(64 << 20),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def start_mlserver(ckpt: Path, port: int, scratch: Path, batching: bool) -> subprocess.Popen:
+    folder = scratch / ("mlserver-batching" if batching else "mlserver")
+    (folder / MODEL).mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).parent / "mlserver_runtime.py", folder / "mlserver_runtime.py")
+    settings = {
+        "http_port": port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "parallel_workers": 0,
+        "host": "127.0.0.1",
+        "debug": False,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings))
+    model = {
+        "name": MODEL,
+        "implementation": "mlserver_runtime.FashionRuntime",
+        "parameters": {"uri": str(ckpt)},
+    }
+    if batching:
+        model.update(max_batch_size=32, max_batch_time=0.002)
+    (folder / MODEL / "model-settings.json").write_text(json.dumps(model))
+    return subprocess.Popen(
+        [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(folder)],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(folder)},
+    )
+
+
+def hey(url: str, body: Path, headers: dict[str, str], concurrency: int, requests: int) -> dict:
+    argv = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", "POST", "-D", str(body), "-t", "30"]
+    for key, value in headers.items():
+        argv += ["-H", f"{key}: {value}"] if key != "Content-Type" else ["-T", value]
+    text = subprocess.run([*argv, url], capture_output=True, text=True, check=True, timeout=600).stdout
+    statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", text)}
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50_ms": 1000 * float(re.search(r"50%+ in ([\d.]+) secs", text).group(1)),
+        "p99_ms": 1000 * float(re.search(r"99%+ in ([\d.]+) secs", text).group(1)),
+        "statuses": statuses,
+    }
+
+
+def measure_server(name: str, process: subprocess.Popen, base: str, workloads: dict, requests: dict) -> dict:
+    results = {}
+    try:
+        wait_ready(base + "/v2/health/ready", process)
+        for workload, (body, headers) in workloads.items():
+            url = base + ("/classify" if workload.startswith("/classify") else f"/v2/models/{MODEL}/infer")
+            hey(url, body, headers, 8, 200)  # warm-up
+            for concurrency in (1, 32):
+                row = hey(url, body, headers, concurrency, requests[concurrency])
+                results[f"{workload}, c{concurrency}"] = row
+                print(
+                    f"{name}: {workload} c{concurrency}: {row['requests_per_s']:.0f} req/s", file=sys.stderr
+                )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return results
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _hey_process(url: str, body: Path, requests: int, concurrency: int) -> subprocess.Popen:
+    argv = ["hey", "-n", str(requests), "-c", str(concurrency), "-m", "POST", "-T", "application/json"]
+    return subprocess.Popen([*argv, "-D", str(body), url], stdout=subprocess.PIPE, text=True)
+
+
+def soak(ckpt: Path, scratch: Path, total: int) -> dict:
+    port = free_port()
+    process = start_ours(ckpt, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/v2/health/ready", process)
+        hey(
+            f"{base}/v2/models/{MODEL}/infer",
+            scratch / "json1",
+            {"Content-Type": "application/json"},
+            32,
+            5000,
+        )
+        warm = rss_mb(process.pid)
+        (scratch / "malformed").write_bytes(
+            b'{"inputs": [{"name": "pixels", "shape": [1, 784], "data": [0, 1'
+        )
+        url = f"{base}/v2/models/{MODEL}/infer"
+        started = time.perf_counter()
+        # Two hey processes at once: 29 connections of good requests and 3 of malformed, one in ten.
+        good = _hey_process(url, scratch / "json1", total * 9 // 10, 29)
+        bad = _hey_process(url, scratch / "malformed", total // 10, 3)
+        texts = [good.communicate(timeout=1800)[0], bad.communicate(timeout=1800)[0]]
+        seconds = time.perf_counter() - started
+        after = rss_mb(process.pid)
+        alive = urllib.request.urlopen(base + "/v2/health/live", timeout=5).status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    statuses: dict[int, int] = {}
+    for text in texts:
+        for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", text):
+            statuses[int(code)] = statuses.get(int(code), 0) + int(n)
+    good_latency = {
+        q: 1000 * float(re.search(rf"{q}%+ in ([\d.]+) secs", texts[0]).group(1)) for q in (50, 99)
+    }
+    return {
+        "requests": sum(statuses.values()),
+        "statuses": statuses,
+        "seconds": seconds,
+        "server_5xx": sum(n for s, n in statuses.items() if s >= 500),
+        "alive_after": alive,
+        "rss_after_warmup_mb": warm,
+        "rss_after_soak_mb": after,
+        "rss_growth": after / warm - 1,
+        "p50_ms": good_latency[50],
+        "p99_ms": good_latency[99],
+    }
+
+
+def format_table(results: dict) -> str:
+    servers = list(results["servers"])
+    lines = [
+        f"{results['date']}; {results['cpus']} CPUs; {results['checkpoint']}; hey, requests/s (p50 / p99 ms)",
+        "",
+    ]
+    lines.append("| workload | " + " | ".join(servers) + " | ours / best MLServer |")
+    lines.append("|---|" + "---|" * (len(servers) + 1))
+    for key in results["servers"]["ours"]:
+        cells, best = [], 0.0
+        for server in servers:
+            row = results["servers"][server].get(key)
+            if row is None or row["statuses"].get(200, 0) == 0:
+                cells.append("—" if row is None else "refused")
+                continue
+            cells.append(f"{row['requests_per_s']:,.0f} ({row['p50_ms']:.1f} / {row['p99_ms']:.1f})")
+            if server != "ours":
+                best = max(best, row["requests_per_s"])
+        ours = results["servers"]["ours"][key]["requests_per_s"]
+        ratio = f"{ours / best:.2f}x" if best else "—"
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ratio} |")
+    s = results.get("soak")
+    if s:
+        lines += [
+            "",
+            f"Soak: {s['requests']:,} requests at concurrency 32, one in ten malformed, "
+            f"in {s['seconds']:.0f} s: statuses {s['statuses']}, {s['server_5xx']} 5xx, "
+            f"still live: {s['alive_after']}; resident memory {s['rss_after_warmup_mb']:.0f} MB after "
+            f"warm-up, {s['rss_after_soak_mb']:.0f} MB after ({s['rss_growth']:+.1%}); "
+            f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", type=Path, help="default: the newest runs/*/last.npz")
+    parser.add_argument(
+        "--requests", type=int, default=4000, help="requests per measurement at c32 (c1: a quarter)"
+    )
+    parser.add_argument("--soak", type=int, default=100_000, help="requests of the soak (0: none)")
+    parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve.json")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    ckpt = the_checkpoint(args.checkpoint, scratch)
+    workloads = bodies(scratch)
+    requests = {1: max(200, args.requests // 4), 32: args.requests}
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "checkpoint": str(ckpt),
+        "servers": {},
+    }
+    port = free_port()
+    results["servers"]["ours"] = measure_server(
+        "ours", start_ours(ckpt, port), f"http://127.0.0.1:{port}", workloads, requests
+    )
+    if not args.skip_mlserver:
+        if not (MLSERVER_VENV / "bin" / "mlserver").exists():
+            raise SystemExit(f"MLServer is not installed in {MLSERVER_VENV}: make bench-serve installs it")
+        protocol_only = {k: v for k, v in workloads.items() if not k.startswith("/classify")}
+        for batching in (False, True):
+            name = "MLServer, adaptive batching" if batching else "MLServer"
+            port = free_port()
+            process = start_mlserver(ckpt, port, scratch, batching)
+            results["servers"][name] = measure_server(
+                name, process, f"http://127.0.0.1:{port}", protocol_only, requests
+            )
+    if args.soak:
+        results["soak"] = soak(ckpt, scratch, args.soak)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+
+
+if __name__ == "__main__":
+    main()
