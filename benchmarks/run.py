@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import statistics
@@ -27,6 +28,7 @@ from fashion_mlp.config import TrainConfig
 from fashion_mlp.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
+import floor
 import inference
 import peers
 
@@ -40,11 +42,10 @@ def n_params(hidden) -> int:
     return sum(a * b + b for a, b in itertools.pairwise(sizes))
 
 
-def ours_epochs(dataset, hidden):
-    """Our full training loop, one epoch per next(): shuffling, gather, forward, backward, L2, decay,
-    momentum. The same network and loss as the peers: no dropout, no input centring, no label smoothing,
-    and every image back-propagated (hardest_of 1)."""
-    config = TrainConfig(
+def bench_config(hidden) -> TrainConfig:
+    """The benchmark's training: the same network and loss as the peers, no dropout, no input centring,
+    no label smoothing, and every image back-propagated (hardest_of 1)."""
+    return TrainConfig(
         hidden_sizes=hidden,
         batch_size=BATCH,
         lr=0.05,
@@ -58,6 +59,12 @@ def ours_epochs(dataset, hidden):
         label_smoothing=0.0,
         hardest_of=1,
     )
+
+
+def ours_epochs(dataset, hidden):
+    """Our full training loop, one epoch per next(): shuffling, gather, forward, backward, L2, decay,
+    momentum, on bench_config."""
+    config = bench_config(hidden)
     state = None
     # train() continues from ``state`` for one more epoch each time. Between calls it restores the best
     # weights so far, which changes the trajectory but nothing that is timed.
@@ -140,7 +147,13 @@ def main() -> None:
         name = "784-" + "-".join(map(str, hidden)) + "-10"
         row: dict = {"params": n_params(hidden)}
         # The matmul takes its turn in the same rounds, so the FLOP fraction compares like with like.
-        runners = {"ours": ours_epochs(dataset, hidden), "matmul": matmul_products()}
+        profile = floor.Profile(bench_config(hidden), dataset)
+        runners = {
+            "ours": ours_epochs(dataset, hidden),
+            "matmul": matmul_products(),
+            "floor": floor.floor_epochs(n, [784, *hidden, 10], BATCH),
+            "profile": profile.epochs(),
+        }
         if not args.skip_peers:
             runners["pytorch"] = peers.torch_epochs(x, y, hidden, BATCH)
             runners["sklearn"] = peers.sklearn_epochs(x, y, hidden, BATCH)
@@ -154,6 +167,16 @@ def main() -> None:
                 row[f"speedup_vs_{peer}"] = row["ours_samples_per_s"] / row[f"{peer}_samples_per_s"]
         row["ours_gflops"] = 6 * row["params"] * row["ours_samples_per_s"] / 1e9
         row["fraction_of_matmul"] = row["ours_gflops"] / row["matmul_gflops"]
+        steps = math.ceil(n / BATCH)
+        row["step_ms"] = 1000 * row["ours_epoch_s"] / steps
+        row["floor_ms"] = 1000 * row.pop("floor_epoch_s") / steps
+        row.pop("floor_samples_per_s")
+        row["step_over_floor"] = row["step_ms"] / row["floor_ms"]
+        row["profiled_step_ms"] = 1000 * row.pop("profile_epoch_s") / steps
+        row.pop("profile_samples_per_s")
+        row["profile_ms"] = {
+            p: 1000 * statistics.median(e[p] for e in profile.phases[1:]) / steps for p in floor.PHASES
+        }
         results["networks"][name] = row
         print(f"measured {name}", file=sys.stderr)
     peers_at_inference = ("ours",) if args.skip_peers else ("ours", "onnxruntime", "pytorch")
@@ -184,6 +207,22 @@ def format_table(results: dict) -> str:
             f"| {get('speedup_vs_sklearn', '{:.2f}x')} | {get('ours_gflops', '{:.1f}')} "
             f"| {get('matmul_gflops', '{:.1f}')} | {get('fraction_of_matmul', '{:.0%}')} |"
         )
+    lines += [
+        "",
+        "The BLAS floor: a step's matrix products alone, with its shapes, in turn with the epochs "
+        "(`benchmarks/floor.py`); and where the step's time goes, measured in a profiled copy of it:",
+        "",
+    ]
+    phases = list(floor.PHASES)
+    lines.append("| network | step | floor | step / floor | profiled step | " + " | ".join(phases) + " |")
+    lines.append("|---|---|---|---|---|" + "---|" * len(phases))
+    for name, row in results["networks"].items():
+        if "floor_ms" in row:
+            parts = " | ".join(f"{row['profile_ms'][p]:.3f}" for p in phases)
+            lines.append(
+                f"| {name} | {row['step_ms']:.3f} ms | {row['floor_ms']:.3f} ms | "
+                f"{row['step_over_floor']:.2f}x | {row['profiled_step_ms']:.3f} ms | {parts} |"
+            )
     lines += ["", "Inference on raw pixels to probabilities (`benchmarks/inference.py`):", ""]
     lines.append(inference.format_table(results["inference"]))
     lines.append("")

@@ -71,3 +71,16 @@ def test_the_link_checker_can_fail(tmp_path):
 def test_the_figures_are_small():
     figures = list((ROOT / "docs").rglob("*.png"))
     assert figures and sum(f.stat().st_size for f in figures) < 1_000_000
+
+
+def test_the_readmes_scikit_learn_example_runs(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    readme = (ROOT / "README.md").read_text()
+    example = next(
+        block for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "GridSearchCV" in block
+    )
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "README.md", "exec"), {})
+    from fashion_mlp.sklearn import MLPClassifier
+
+    assert list(MLPClassifier.load(tmp_path / "digits.npz").classes_) == list(range(10))

@@ -376,6 +376,18 @@ def test_the_page_classifies_a_drawing_and_works_by_keyboard_on_a_narrow_screen(
     assert not errors and not outside, (errors, outside)
 
 
+def test_the_page_chooses_a_photo_from_the_keyboard(browser, server, raw_test_images, tmp_path):
+    path = tmp_path / "trousers.png"
+    Image.fromarray(raw_test_images[2]).save(path)
+    page, errors, outside = open_page(browser, server)
+    page.focus("#drop")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    chooser.value.set_files(str(path))
+    page.wait_for_function("document.querySelectorAll('#bars .bar').length === 10")
+    assert not errors and not outside, (errors, outside)
+
+
 def test_the_page_shows_a_server_error_as_a_message(browser, server, tmp_path):
     path = tmp_path / "blank.png"
     Image.new("L", (50, 50), 255).save(path)
