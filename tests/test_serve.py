@@ -59,6 +59,10 @@ def server(small_run):
             "500",
             "--max-image-pixels",
             "4000000",
+            "--max-concurrency",
+            "8",
+            "--read-timeout",
+            "1.5",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -255,6 +259,33 @@ def test_a_bad_request_gets_a_4xx_and_one_json_line_and_the_server_goes_on(
 def test_a_body_over_the_limit_is_413(server):
     code, answer = post(server + "/v2/models/small/infer", b" " * 2_000_001)
     assert code == 413 and "limit" in json.loads(answer)["error"]
+
+
+def slow_request(server: str, path: str = "/v2/models/small/infer") -> socket.socket:
+    """A request whose body never finishes arriving."""
+    host, port = server.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
+    return sock
+
+
+def test_a_body_slower_than_the_read_timeout_is_408(server):
+    sock = slow_request(server)
+    answer = sock.recv(65536).decode()  # arrives after --read-timeout 1.5 s
+    sock.close()
+    assert answer.startswith("HTTP/1.1 408") and "took longer than 1.5 s" in answer
+
+
+def test_past_the_concurrency_cap_a_request_is_503_at_once_and_then_served_again(server):
+    held = [slow_request(server) for _ in range(8)]  # --max-concurrency 8, all of them in flight
+    time.sleep(0.3)
+    started = time.perf_counter()
+    code, answer = post(server + "/v2/models/small/infer", infer_body())
+    assert code == 503 and "busy" in json.loads(answer)["error"] and time.perf_counter() - started < 1
+    for sock in held:
+        sock.recv(65536)  # each one's 408
+        sock.close()
+    assert post(server + "/v2/models/small/infer", infer_body())[0] == 200
 
 
 def test_a_wrong_method_is_405_with_a_json_error(server):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import orjson
 from starlette.applications import Starlette
@@ -91,9 +92,10 @@ class Batcher:
     thread, so the event loop goes on accepting requests), new rows queue; the next product takes
     all of them, up to max_batch_rows."""
 
-    def __init__(self, inference: Inference, max_batch_rows: int = 1024) -> None:
+    def __init__(self, inference: Inference, max_batch_rows: int = 1024, inline_rows: int = 0) -> None:
         self.inference = inference
         self.max_batch_rows = max_batch_rows
+        self.inline_rows = inline_rows  # a product of at most this many rows runs on the event loop itself
         self.waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self.running = False
 
@@ -115,7 +117,10 @@ class Batcher:
                     rows += len(item[0])
                 stacked = batch[0][0] if len(batch) == 1 else np.concatenate([p for p, _ in batch])
                 try:
-                    probabilities = await asyncio.to_thread(self.inference.predict_proba, stacked)
+                    if len(stacked) <= self.inline_rows:
+                        probabilities = self.inference.predict_proba(stacked)
+                    else:
+                        probabilities = await asyncio.to_thread(self.inference.predict_proba, stacked)
                 except Exception as err:  # pragma: no cover - a bug, reported to every waiting request
                     for _, future in batch:
                         if not future.done():
@@ -158,8 +163,9 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
             chunks.append(chunk)
 
     try:
-        await asyncio.wait_for(read(), limits.read_timeout_s)
-    except asyncio.TimeoutError:
+        with anyio.fail_after(limits.read_timeout_s):  # a cancel scope: no task of its own
+            await read()
+    except TimeoutError:
         raise ProtocolError(f"the body took longer than {limits.read_timeout_s:g} s to arrive", 408) from None
     return b"".join(chunks)
 
