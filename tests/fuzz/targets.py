@@ -1,7 +1,8 @@
 """Fuzz targets: each feeds bytes to one loader of untrusted input and checks the one property.
 
 The property: an input is either accepted or refused with ValueError (CheckpointError is one), the
-error type the CLI turns into a single line with exit code 2. Any other exception escapes, and the
+error type the CLI turns into a single line with exit code 2; for the server's request parsers, the
+whole app answers with a 2xx or a 4xx, never a 5xx. Any other exception escapes, and the
 fuzzer reports it. Each target has seeds, real files of its kind, for the fuzzers to mutate, and
 ``markers``: byte strings around which mutations are most telling (headers, keys, separators).
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import shutil
 import tempfile
 import zipfile
@@ -27,7 +29,7 @@ from PIL import Image
 from fashion_mlp import checkpoint, config, data, figures, idx, images, report, runs
 from fashion_mlp.nn import MLP
 
-REFUSED = (ValueError,)  # what the CLI prints as one line (exit code 2)
+REFUSED = (ValueError,)  # what the CLI prints as one line (exit code 2); for the server, a 4xx
 
 
 @dataclass
@@ -197,6 +199,111 @@ def _load_search_results(payload: bytes, scratch: Path) -> object:
     return report.build(run_dir, scratch / "search")
 
 
+# ---------------------------------------------------------------- the server's request parsers
+
+
+class ServerRefused(ValueError):
+    """A 4xx: the server refused the request properly (the property for the server's targets)."""
+
+
+@cache
+def _app():
+    from fashion_mlp.serve.app import Limits, create_app, load_model
+
+    path = _run_template() / "serve.npz"
+    if not path.exists():
+        meta = {"normalisation": data.NORMALISATION, "class_names": list(data.CLASS_NAMES)}
+        checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), meta)
+    limits = Limits(max_body_bytes=1 << 20, max_rows=64, max_image_pixels=1 << 20, read_timeout_s=5)
+    return create_app({"m": load_model("m", path)}, limits)
+
+
+def _asgi(path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    """One request through the whole app, as uvicorn would hand it over; the response's status."""
+    import asyncio
+
+    route, _, query = path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": route,
+        "raw_path": route.encode(),
+        "query_string": query.encode(),
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    status: list[int] = []
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    asyncio.run(_app()(scope, receive, send))
+    return status[0]
+
+
+def _serve_check(status: int) -> object:
+    if status >= 500:
+        raise AssertionError(f"the server answered {status}")
+    if status >= 400:
+        raise ServerRefused(status)
+    return status
+
+
+def _load_infer_json(payload: bytes, scratch: Path) -> object:
+    return _serve_check(_asgi("/v2/models/m/infer", payload, [(b"content-type", b"application/json")]))
+
+
+def _load_infer_binary(payload: bytes, scratch: Path) -> object:
+    """The first 4 bytes choose the Inference-Header-Content-Length; the rest is the body."""
+    length = int.from_bytes(payload[:4].ljust(4, b"\0"), "little") % (len(payload) + 8)
+    headers = [(b"inference-header-content-length", str(length).encode())]
+    return _serve_check(_asgi("/v2/models/m/infer", payload[4:], headers))
+
+
+def _load_multipart(payload: bytes, scratch: Path) -> object:
+    headers = [(b"content-type", b"multipart/form-data; boundary=XyZ")]
+    return _serve_check(_asgi("/classify?top_k=3", payload, headers))
+
+
+def _infer_seeds() -> list[bytes]:
+    one = {
+        "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0, 255] * 392}],
+        "outputs": [{"name": "label"}, {"name": "class_name", "parameters": {"binary_data": True}}],
+        "id": "a",
+    }
+    return [json.dumps(one).encode()]
+
+
+def _binary_seeds() -> list[bytes]:
+    tensor = {
+        "name": "pixels",
+        "datatype": "FP32",
+        "shape": [1, 784],
+        "parameters": {"binary_data_size": 3136},
+    }
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    pixels = _real_test_images(1).astype(np.float32).tobytes()
+    return [len(header).to_bytes(4, "little") + header + pixels]
+
+
+def _multipart_seeds() -> list[bytes]:
+    head = b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+    return [head + b"Content-Type: image/png\r\n\r\n" + _image_seeds()[0] + b"\r\n--XyZ--\r\n"]
+
+
 TOML_SEED = (
     b'[train]\nhidden_sizes = [256, 128]\nlr = 0.05\nepochs = 3\nschedule = "cosine"\nnesterov = true\n'
 )
@@ -220,6 +327,11 @@ TARGETS = {
         Target("run-summary", _load_run_summary, _run_file("summary.json"), (b":", b"[", b'"')),
         Target("metrics", _load_metrics, _run_file("metrics.csv"), (b",", b"\n")),
         Target("resume", _load_resume_state, _resume_seed, (b'"rng_state"', b'"history"', b'"config"', b":")),
+        Target(
+            "serve-infer-json", _load_infer_json, _infer_seeds, (b'"shape"', b'"data"', b'"outputs"', b":")
+        ),
+        Target("serve-infer-binary", _load_infer_binary, _binary_seeds, (b'"binary_data_size"', b"}]")),
+        Target("serve-multipart", _load_multipart, _multipart_seeds, (b"--XyZ", b"Content-", b"\r\n\r\n")),
         Target(
             "search-results",
             _load_search_results,

@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 from tests.fuzz.targets import TARGETS
 
 REGRESSIONS = Path(__file__).parent / "regressions"  # inputs that once broke a loader: <target>-<what>
-EXAMPLES = {"image": 400, "run-config": 60, "run-summary": 60, "resume": 120, "search-results": 60}
+EXAMPLES = {
+    "serve-infer-json": 150,
+    "serve-infer-binary": 150,
+    "serve-multipart": 150,
+    "image": 400,
+    "run-config": 60,
+    "run-summary": 60,
+    "resume": 120,
+    "search-results": 60,
+}
 INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"'", b'"', b"(", b"{", b"[", b"\\", b"\n", b"-1",
                b"1e999", b"NaN", b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"99999999999"]  # fmt: skip
 
