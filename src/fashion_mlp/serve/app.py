@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from . import protocol
 from .protocol import ProtocolError
 
 STATIC = Path(__file__).parent / "static"
+for _noisy in ("python_multipart", "multipart"):  # it logs every malformed part; we answer with a 4xx instead
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 VERSION = "1"  # each checkpoint is served as version 1 of its model
 IMAGE_STATUS = {"unreadable": 415, "too large": 413, "blank": 422}
 
