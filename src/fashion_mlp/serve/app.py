@@ -47,6 +47,7 @@ class Limits:
     max_concurrency: int = 256
     read_timeout_s: float = 30.0
     max_batch_rows: int = 1024  # rows combined into one product
+    inline_rows: int = 0  # a product of at most this many rows runs on the event loop, not in a thread
 
 
 @dataclass
@@ -120,7 +121,7 @@ class Batcher:
                     rows += len(item[0])
                 stacked = batch[0][0] if len(batch) == 1 else np.concatenate([p for p, _ in batch])
                 try:
-                    if len(stacked) <= self.inline_rows:
+                    if len(batch) == 1 and len(stacked) <= self.inline_rows:  # alone: no one to wait with
                         probabilities = self.inference.predict_proba(stacked)
                     else:
                         probabilities = await asyncio.to_thread(self.inference.predict_proba, stacked)
@@ -177,6 +178,7 @@ def create_app(models: dict[str, Model], limits: Limits | None = None) -> Starle
     limits = limits or Limits()
     for model in models.values():
         model.batcher.max_batch_rows = limits.max_batch_rows
+        model.batcher.inline_rows = limits.inline_rows
 
     def find(request: Request) -> Model:
         name = request.path_params["name"]
