@@ -50,6 +50,24 @@ def sklearn_mlp(dataset: data.Dataset, seed: int, epochs: int = 30) -> dict:
     return {"test_accuracy": best_test, "val_accuracy": best, "seconds": time.perf_counter() - started}
 
 
+def _torch_training(params, dataset: data.Dataset):
+    """What both PyTorch rows share: the recipe's SGD, its per-step cosine schedule, centred inputs as
+    ours centres them, and the smoothed per-example loss."""
+    import torch
+
+    config = PRESETS["default"]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    scored = config.batch_size * config.hardest_of
+    steps = config.epochs * math.ceil(len(dataset.train) / scored)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * min(1, t / steps)))
+    )
+    mean = input_mean(dataset) if config.centre_inputs else np.float32(0.0)
+    tensors = [torch.from_numpy(split.x - mean) for split in (dataset.train, dataset.val, dataset.test)]
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="none")
+    return optimizer, schedule, scored, tensors, torch.from_numpy(dataset.train.y), loss_fn
+
+
 def torch_best_recipe_fair(dataset: data.Dataset, seed: int) -> dict:
     """Our default recipe in PyTorch, learning from the hardest third the efficient way, as ours does: a
     forward pass without gradients over the 768 images scored, then a forward and backward pass over
@@ -73,18 +91,7 @@ def torch_best_recipe_fair(dataset: data.Dataset, seed: int) -> dict:
                     x = x * masks[i]
         return x
 
-    optimizer = torch.optim.SGD(
-        linears.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
-    )
-    scored = config.batch_size * config.hardest_of
-    steps = config.epochs * math.ceil(len(dataset.train) / scored)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * min(1, t / steps)))
-    )
-    mean = input_mean(dataset) if config.centre_inputs else np.float32(0.0)
-    x, y = torch.from_numpy(dataset.train.x - mean), torch.from_numpy(dataset.train.y)
-    xt = torch.from_numpy(dataset.test.x - mean)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="none")
+    optimizer, schedule, scored, (x, _, xt), y, loss_fn = _torch_training(linears.parameters(), dataset)
     started = time.perf_counter()
     for _ in range(config.epochs):
         order = torch.randperm(len(y))
@@ -125,19 +132,7 @@ def torch_best_recipe(dataset: data.Dataset, seed: int) -> dict:
         if i < len(sizes) - 2:
             layers += [torch.nn.ReLU(), torch.nn.Dropout(config.dropout)]
     model = torch.nn.Sequential(*layers)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
-    )
-    scored = config.batch_size * config.hardest_of
-    steps = config.epochs * math.ceil(len(dataset.train) / scored)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * min(1, t / steps)))
-    )
-    # Centring as ours does: subtract the training images' mean pixel from every image.
-    mean = input_mean(dataset) if config.centre_inputs else np.float32(0.0)
-    x, y = torch.from_numpy(dataset.train.x - mean), torch.from_numpy(dataset.train.y)
-    xv, xt = torch.from_numpy(dataset.val.x - mean), torch.from_numpy(dataset.test.x - mean)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="none")
+    optimizer, schedule, scored, (x, xv, xt), y, loss_fn = _torch_training(model.parameters(), dataset)
     started, best, best_test = time.perf_counter(), -1.0, 0.0
     for _ in range(config.epochs):
         model.train()

@@ -30,7 +30,7 @@ from sklearn.utils.multiclass import check_classification_targets  # noqa: E402
 from sklearn.utils.validation import check_is_fitted, validate_data  # noqa: E402
 
 from . import checkpoint  # noqa: E402
-from .config import TrainConfig  # noqa: E402
+from .config import TrainConfig, field_names  # noqa: E402
 from .data import Dataset, Split  # noqa: E402
 from .nn import MLP  # noqa: E402
 from .train import TrainState, new_state, train  # noqa: E402
@@ -124,7 +124,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             isinstance(h, numbers.Integral) and not isinstance(h, bool) for h in self.hidden_sizes
         ):
             raise ValueError(f"hidden_sizes must be a tuple of integers, got {self.hidden_sizes!r}")
-        values = {name: getattr(self, name) for name in _TRAIN_SETTINGS}
+        params = self.get_params()
+        values = {name: params[name] for name in field_names() if name in params}
         values.update(hidden_sizes=tuple(int(h) for h in self.hidden_sizes), epochs=epochs, seed=seed)
         values.update(patience=patience, val_size=val_size, augment=False)
         return TrainConfig.from_dict(values, source=type(self).__name__)
@@ -392,25 +393,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         estimator.n_iter_ = int(meta.get("n_iter", 0))
         estimator._set_predictor(loaded.model)
         return estimator
-
-
-_TRAIN_SETTINGS = (
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "nesterov",
-    "schedule",
-    "decay",
-    "warmup_epochs",
-    "l2",
-    "dropout",
-    "input_dropout",
-    "label_smoothing",
-    "hardest_of",
-    "init",
-    "centre_inputs",
-)
 
 
 def _float32(model: MLP) -> MLP:
