@@ -7,14 +7,11 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from fashion_mlp import checkpoint
-from fashion_mlp.nn import Inference
 
 
 class FashionRuntime(MLModel):
     async def load(self) -> bool:
-        loaded = checkpoint.load(self.settings.parameters.uri)
-        norm = loaded.meta["normalisation"]
-        self.inference = Inference(loaded.model, float(norm["offset"]), float(norm["scale"]))
+        self.inference = checkpoint.load(self.settings.parameters.uri).inference()
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:

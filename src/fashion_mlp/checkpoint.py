@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .data import NORMALISATION
 from .files import atomic_write_bytes
-from .nn import MLP, state_shapes
+from .nn import MLP, Inference, state_shapes
 
 FORMAT = "fashion-mlp-checkpoint"
 FORMAT_VERSION = 1
@@ -40,6 +41,12 @@ class Checkpoint:
     model: MLP
     meta: dict[str, Any]  # format, version, architecture, normalisation, classes, config, metrics, ...
     optimizer_state: dict[str, np.ndarray]
+
+    def inference(self) -> Inference:
+        """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
+        predict, serve and the ONNX export all compute."""
+        norm = self.meta.get("normalisation", NORMALISATION)
+        return Inference(self.model, float(norm["offset"]), float(norm["scale"]))
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:

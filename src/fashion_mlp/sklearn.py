@@ -292,12 +292,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _set_predictor(self, model: MLP) -> None:
         self.coefs_ = [layer.weight.value.copy() for layer in model.linears]
         self.intercepts_ = [layer.bias.value.copy() for layer in model.linears]
-        # float64 copies for predicting: a row's probabilities must not depend on its batch
-        exact = MLP(
-            model.sizes, dtype=np.float64, input_mean=None if model.centre is None else model.centre.mean
-        )
-        exact.load_state_dict(model.state_dict())
-        self._exact = exact
+        # float64 for predicting: a row's probabilities must not depend on its batch
+        self._exact = _as_dtype(model, np.float64)
 
     # ---------------------------------------------------------------- predicting
 
@@ -332,7 +328,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         description = f"pixels: float32 [batch, {n}], the estimator's features as given" + (
             f" ({names})" if names else ""
         )
-        model = to_onnx(_float32(self._exact), [str(c) for c in self.classes_], None, description)
+        labels = [str(c) for c in self.classes_]
+        model = to_onnx(_as_dtype(self._exact, np.float32), labels, None, description)
         model.metadata_props.add(key="classes", value=json.dumps(self.classes_.tolist()))
         if path is not None:
             atomic_write_bytes(Path(path), model.SerializeToString())
@@ -362,7 +359,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             if hasattr(self, "_state") or hasattr(self, "_state_arrays")
             else self._exact
         )
-        checkpoint.save(path, _float32(model), meta)
+        checkpoint.save(path, _as_dtype(model, np.float32), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> MLPClassifier:
@@ -395,10 +392,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return estimator
 
 
-def _float32(model: MLP) -> MLP:
-    if model.linears[0].weight.value.dtype == np.float32:
+def _as_dtype(model: MLP, dtype: type) -> MLP:
+    """The model itself if it is in ``dtype``, else a copy of its weights, biases and input mean in it."""
+    if model.linears[0].weight.value.dtype == dtype:
         return model
-    copy = MLP(model.sizes, input_mean=None if model.centre is None else model.centre.mean.astype(np.float32))
+    mean = None if model.centre is None else model.centre.mean
+    copy = MLP(model.sizes, dtype=dtype, input_mean=mean)
     copy.load_state_dict(model.state_dict())
     return copy
 

@@ -241,14 +241,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..images import load_image
-    from ..nn import Inference
 
     loaded = checkpoint.load(args.checkpoint)
-    norm = loaded.meta.get("normalisation", data.NORMALISATION)
     names = loaded.meta.get("class_names", data.CLASS_NAMES)
     images = np.stack([load_image(path) for path in args.images])
-    inference = Inference(loaded.model, float(norm["offset"]), float(norm["scale"]))  # as serve does
-    probabilities = inference.predict_proba(images.reshape(len(images), -1).astype(np.float32))
+    probabilities = loaded.inference().predict_proba(images.reshape(len(images), -1).astype(np.float32))
     for path, probs in zip(args.images, probabilities):
         top = np.argsort(probs)[::-1][: args.top_k]
         ranked = ", ".join(f"{names[i]} {probs[i]:.3f}" for i in top)

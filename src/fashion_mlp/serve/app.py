@@ -22,6 +22,7 @@ import anyio
 import numpy as np
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -71,13 +72,11 @@ def load_model(name: str, path: Path) -> Model:
     sizes = loaded.model.sizes
     if sizes[0] != protocol.N_PIXELS:
         raise ValueError(f"{path}: a model of {sizes[0]} inputs; serve takes Fashion-MNIST models of 784")
-    norm = loaded.meta.get("normalisation", data.NORMALISATION)
     names = list(loaded.meta.get("class_names") or data.CLASS_NAMES)
     if len(names) != sizes[-1]:
         raise ValueError(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
     accuracy = _test_accuracy(path)
-    inference = Inference(loaded.model, float(norm["offset"]), float(norm["scale"]))
-    return Model(name, Path(path), inference, names, accuracy, "-".join(map(str, sizes)))
+    return Model(name, Path(path), loaded.inference(), names, accuracy, "-".join(map(str, sizes)))
 
 
 def _test_accuracy(path: Path) -> float | None:
@@ -294,8 +293,6 @@ def create_app(models: dict[str, Model], limits: Limits | None = None) -> Starle
 
     async def internal(request: Request, err: Exception) -> Response:  # a bug of ours, never bad input
         return _error(f"internal error ({type(err).__name__}); the server goes on", 500)
-
-    from starlette.exceptions import HTTPException
 
     app = Starlette(
         routes=routes,
