@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench bench-accuracy bench-cli bench-sklearn bench-serve fuzz postgres chromium clean
+.PHONY: train test data bench bench-accuracy bench-cli bench-sklearn bench-serve fuzz postgres chromium curl clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
 
-test: data $(BIN)/.test-deps postgres chromium   ## lint, then run every test
+test: data $(BIN)/.test-deps postgres chromium curl   ## lint, then run every test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest $(ARGS)
@@ -73,6 +73,11 @@ chromium:   ## Debian's Chromium, which the page's tests drive with Playwright
 	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium || \
 	  echo "could not install chromium: the page's browser tests will be skipped" >&2; }
+
+curl:   ## curl, one of the real clients the server's tests send over-limit bodies with
+	@command -v curl >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq curl || \
+	  echo "could not install curl: its test will be skipped" >&2; }
 
 $(BIN)/.fuzz-deps: $(BIN)/.test-deps
 	$(BIN)/python -m pip install -q -e '.[test,fuzz]'

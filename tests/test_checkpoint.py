@@ -5,9 +5,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from fashion_mlp import checkpoint, files
+from fashion_mlp import checkpoint, data, files
 from fashion_mlp.checkpoint import CheckpointError
 from fashion_mlp.nn import MLP
+
+META = {"normalisation": data.NORMALISATION}  # every checkpoint records what it applies to its inputs
 
 
 @pytest.fixture(params=["centred", "plain"])
@@ -16,7 +18,7 @@ def saved(tmp_path, request):
     mean = rng.uniform(-1, 0, 784) if request.param == "centred" else None
     model = MLP([784, 16, 10], rng, input_mean=mean)
     path = tmp_path / "model.npz"
-    checkpoint.save(path, model, {"note": "test"}, {"steps": np.array(3)})
+    checkpoint.save(path, model, {**META, "note": "test"}, {"steps": np.array(3)})
     return path, model
 
 
@@ -123,7 +125,7 @@ def test_a_missing_file_is_named(tmp_path):
 def test_saving_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "model.npz"
     model = MLP([784, 4, 10], np.random.default_rng(0))
-    checkpoint.save(path, model, {})
+    checkpoint.save(path, model, META)
     before = path.read_bytes()
 
     def crash(*args):
@@ -131,7 +133,7 @@ def test_saving_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save(path, MLP([784, 4, 10], np.random.default_rng(1)), {})
+        checkpoint.save(path, MLP([784, 4, 10], np.random.default_rng(1)), META)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary left behind
 
@@ -143,7 +145,9 @@ def test_damaged_npy_header_text_is_a_checkpoint_error_not_a_tokenizer_traceback
 
     path = tmp_path / "model.npz"
     checkpoint.save(
-        path, MLP([784, 8, 10], np.random.default_rng(0)), {"class_names": [str(i) for i in range(10)]}
+        path,
+        MLP([784, 8, 10], np.random.default_rng(0)),
+        {**META, "class_names": [str(i) for i in range(10)]},
     )
     raw = bytearray(path.read_bytes())
     at = raw.index(b"{'descr'", raw.index(b"model/fc1.weight"))
@@ -165,7 +169,69 @@ def test_metadata_that_does_not_fit_the_model_is_a_checkpoint_error(tmp_path):
     """Regression (fuzzing): the metadata is outside the arrays' checksum, so a dropout of the wrong
     type reached MLP() as a TypeError."""
     path = tmp_path / "model.npz"
-    checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), {})
+    checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), META)
     rewrite(path, edit_meta(lambda meta: meta["architecture"].update(dropout=[0.5])))
     with pytest.raises(CheckpointError, match="metadata has no valid architecture"):
         checkpoint.load(path)
+
+
+@pytest.mark.parametrize(
+    "normalisation",
+    [None, {"offset": 127.5}, {"offset": 127.5, "scale": 0}, {"offset": "127.5", "scale": 127.5}],
+    ids=["missing", "no scale", "zero scale", "a string"],
+)
+def test_a_checkpoint_without_a_valid_input_normalisation_is_refused_by_every_loader(
+    tmp_path, capsys, normalisation
+):
+    """Regression: Checkpoint.inference() assumed Fashion-MNIST's (x - 127.5) / 127.5 and export
+    assumed none, so one file answered differently in serve and in its ONNX export."""
+    from PIL import Image
+
+    from fashion_mlp.cli import main
+
+    path = tmp_path / "model.npz"
+    checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), META)
+
+    def edit(meta):
+        meta.pop("normalisation")
+        if normalisation is not None:
+            meta["normalisation"] = normalisation
+
+    rewrite(path, edit_meta(edit))
+    with pytest.raises(CheckpointError, match="input normalisation") as caught:
+        checkpoint.load(path)
+    message = str(caught.value)
+    image = tmp_path / "shoe.png"
+    Image.fromarray(np.tri(28, dtype=np.uint8) * 255).save(image)
+    commands = [
+        ["evaluate", path],
+        ["predict", path, image],
+        ["export", path],
+        ["serve", path, "--port", "0"],
+    ]
+    for argv in commands:
+        assert main([str(a) for a in argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"fashion-mlp: error: {message}"], (argv, err)
+
+
+def test_saving_a_checkpoint_without_its_input_normalisation_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="records no input normalisation"):
+        checkpoint.save(tmp_path / "model.npz", MLP([784, 8, 10], np.random.default_rng(0)), {})
+    assert not (tmp_path / "model.npz").exists()
+
+
+def test_the_served_and_exported_models_apply_the_normalisation_the_file_records(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from fashion_mlp.export import export_checkpoint
+
+    path = tmp_path / "model.npz"
+    norm = {"offset": 10.0, "scale": 50.0}  # not Fashion-MNIST's: no loader may assume that
+    checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), {"normalisation": norm})
+    loaded = checkpoint.load(path)
+    pixels = np.random.default_rng(1).uniform(0, 255, (20, 784)).astype(np.float32)
+    expected = loaded.model.predict_proba((pixels - 10.0) / 50.0)
+    np.testing.assert_allclose(loaded.inference().predict_proba(pixels), expected, rtol=1e-5, atol=1e-6)
+    session = ort.InferenceSession(str(export_checkpoint(path)), providers=["CPUExecutionProvider"])
+    onnx_probabilities = session.run(None, {"pixels": pixels})[0]
+    np.testing.assert_allclose(onnx_probabilities, expected, rtol=1e-4, atol=1e-6)

@@ -188,3 +188,59 @@ def test_the_parser_imports_nothing_heavy():
     )
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "", f"the CLI's parser imported {loaded.stdout.strip()}"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("operands could not be broadcast together"), KeyError("fc1.weight"), ZeroDivisionError("x")],
+    ids=["numpy's ValueError", "KeyError", "ZeroDivisionError"],
+)
+def test_an_unexpected_exception_is_called_a_bug_with_exit_1(capsys, monkeypatch, error):
+    """Regression: every ValueError, NumPy's included, came out as exit 2, a usage error."""
+    from fashion_mlp.cli import commands
+
+    def crash(args):
+        raise error
+
+    monkeypatch.setattr(commands, "cmd_data", crash)
+    monkeypatch.delenv("FASHION_MLP_DEBUG", raising=False)
+    code, _, err = run_cli(capsys, "data")
+    assert code == 1
+    assert_one_line_error(err, "internal error, a bug in fashion-mlp", type(error).__name__, "--debug")
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_debug_shows_the_traceback_of_an_unexpected_exception(capsys, monkeypatch, how):
+    from fashion_mlp.cli import commands
+
+    def crash(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(commands, "cmd_data", crash)
+    monkeypatch.setenv("FASHION_MLP_DEBUG", "1" if how == "environment" else "0")
+    code, _, err = run_cli(capsys, *(["--debug"] if how == "flag" else []), "data")
+    assert code == 1
+    assert "Traceback (most recent call last)" in err and "in crash" in err
+    assert (
+        err.strip().splitlines()[-1]
+        == "fashion-mlp: error: internal error, a bug in fashion-mlp: ZeroDivisionError: a bug"
+    )
+
+
+def test_our_own_errors_stay_one_line_with_exit_2_and_the_machines_exit_1(capsys, monkeypatch):
+    from fashion_mlp.cli import commands
+    from fashion_mlp.errors import InvalidValue
+
+    for error, code in (
+        (InvalidValue("a value we cannot use"), 2),
+        (PermissionError(13, "Permission denied"), 1),
+    ):
+
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setattr(commands, "cmd_data", fail)
+        returned, _, err = run_cli(capsys, "data")
+        assert returned == code
+        assert_one_line_error(err)
+        assert "bug" not in err

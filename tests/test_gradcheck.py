@@ -76,3 +76,21 @@ def test_a_float32_model_is_refused():
 def test_bad_flags_are_one_line_with_exit_2(capsys, argv, fragment):
     code, _, err = run(capsys, *argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and fragment in err
+
+
+def test_a_checked_model_trains_on_exactly_as_it_would_have():
+    """Regression: the check replaced the dropout layers' generators with its own, so a model checked
+    mid-training drew other masks afterwards."""
+    from fashion_mlp.nn import Dropout
+
+    rng = np.random.default_rng(0)
+    model = MLP([784, 8, 8, 10], rng, dtype=np.float64, dropout=0.5)
+    x = rng.uniform(-1, 1, (3, 784))  # drawn first: the dropout layers share this generator
+    layers = [layer for layer in model.layers if isinstance(layer, Dropout)]
+    assert layers
+    before = [(layer.rng, layer.rng.bit_generator.state) for layer in layers]
+    grads = [p.grad.copy() for p in model.parameters()]
+    check_gradients(model, x, np.array([1, 2, 3]), entries=3)
+    assert [(layer.rng, layer.rng.bit_generator.state) for layer in layers] == before
+    for parameter, grad in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(parameter.grad, grad)

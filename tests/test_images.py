@@ -63,3 +63,43 @@ def test_a_16_bit_and_a_palette_image_are_read(tmp_path):
         assert image.max() > 200 and image[:, 0].max() < 40 and image[:, -1].max() < 40, name
     deep = load_image(tmp_path / "deep.png")
     assert 100 < deep[8:13, 12:16].max() < 160  # the 2,000 patch (rows 7-14, columns 11-17) is half as bright
+
+
+SHAPES = {
+    "shirt": lambda h, w: (slice(h // 5, 4 * h // 5), slice(w // 4, 3 * w // 4)),
+    "trousers": lambda h, w: (slice(h // 8, 7 * h // 8), slice(2 * w // 5, 3 * w // 5)),
+}
+PHOTOS = [  # 48 plain photos: garment grey level on background grey level, in three sizes
+    (garment, background, side, shape)
+    for garment, background in [
+        *((g, 100) for g in (0, 30, 60, 90)),  # a dark garment on mid-grey: 12 of these were refused
+        *((g, 255) for g in (0, 120)),  # dark on white
+        *((g, 0) for g in (160, 255)),  # light on black
+    ]
+    for side in (28, 100, 400)
+    for shape in SHAPES
+]
+
+
+@pytest.mark.parametrize("garment, background, side, shape", PHOTOS)
+def test_a_plain_photo_of_a_garment_on_any_background_is_classified(
+    tmp_path, garment, background, side, shape
+):
+    """The garment, whatever its shade against the background, comes out light on black, filling
+    the frame's longer side; the background comes out black."""
+    pixels = np.full((side, side), background, np.uint8)
+    rows, cols = SHAPES[shape](side, side)
+    pixels[rows, cols] = garment
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    image = load_image(tmp_path / "photo.png")
+    assert image.shape == (28, 28) and image.max() == 255
+    assert image[:, 0].max() < 30 and image[:, -1].max() < 30  # black beside it: both are taller than wide
+    lit_rows, lit_cols = np.nonzero(image > 128)
+    assert lit_rows.max() - lit_rows.min() >= 26 or lit_cols.max() - lit_cols.min() >= 26
+
+
+def test_a_picture_where_nothing_stands_out_from_the_background_is_refused_in_our_words(tmp_path):
+    pixels = np.tile(np.linspace(96, 104, 60), (60, 1)).astype(np.uint8)  # a faint gradient of grey
+    Image.fromarray(pixels).save(tmp_path / "grey.png")
+    with pytest.raises(ValueError, match=r"grey.png: the image is blank: nothing in it stands out"):
+        load_image(tmp_path / "grey.png")

@@ -176,11 +176,19 @@ def test_save_and_load_round_trip_without_pickle(digits, tmp_path):
     np.testing.assert_array_equal(loaded.predict(frame), clf.predict(frame))
     np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
     assert list(loaded.feature_names_in_) == list(frame.columns) and loaded.get_params() == clf.get_params()
-    with pytest.raises(CheckpointError, match="not a saved MLPClassifier"):
-        from fashion_mlp import checkpoint
-        from fashion_mlp.nn import MLP
+    from fashion_mlp import checkpoint
+    from fashion_mlp.nn import MLP
 
-        checkpoint.save(tmp_path / "plain.npz", MLP([64, 4, 10]), {})
+    # the file says what the estimator applies to X (nothing), so every loader of it answers alike
+    plain = checkpoint.load(tmp_path / "clf.npz")
+    assert plain.meta["normalisation"] == {"offset": 0.0, "scale": 1.0}
+    x = frame.to_numpy(np.float32)
+    np.testing.assert_allclose(
+        plain.inference().predict_proba(x), clf.predict_proba(frame), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(CheckpointError, match="not a saved MLPClassifier"):
+        identity = {"normalisation": {"offset": 0, "scale": 1}}
+        checkpoint.save(tmp_path / "plain.npz", MLP([64, 4, 10]), identity)
         MLPClassifier.load(tmp_path / "plain.npz")
 
 

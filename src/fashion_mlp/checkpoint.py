@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import struct
 import tokenize
 import zipfile
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .data import NORMALISATION
+from .errors import InvalidValue
 from .files import atomic_write_bytes
 from .nn import MLP, Inference, state_shapes
 
@@ -32,7 +33,7 @@ MAX_LAYER_WIDTH = 16_384
 MAX_ARRAY_ITEMS = 1 << 26
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidValue):
     """A file that is not a usable checkpoint: truncated, foreign, tampered or incompatible."""
 
 
@@ -45,8 +46,21 @@ class Checkpoint:
     def inference(self) -> Inference:
         """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
         predict, serve and the ONNX export all compute."""
-        norm = self.meta.get("normalisation", NORMALISATION)
+        norm = self.meta["normalisation"]  # present and valid: load() refuses a file without it
         return Inference(self.model, float(norm["offset"]), float(norm["scale"]))
+
+
+def normalisation_fault(meta: dict[str, Any]) -> str | None:
+    """Why ``meta`` has no usable input normalisation ``{"offset": o, "scale": s}`` (inputs are
+    ``(x - o) / s`` before the first layer), or None if it has. Every checkpoint must say what it
+    applies: a loader that guessed would answer differently from one that guessed otherwise."""
+    norm = meta.get("normalisation")
+    if not isinstance(norm, dict) or not {"offset", "scale"} <= set(norm):
+        return "records no input normalisation {offset, scale}"
+    values = [norm["offset"], norm["scale"]]
+    if not all(type(v) in (int, float) and math.isfinite(v) for v in values) or values[1] == 0:
+        return f"has an invalid input normalisation {norm!r} (two finite numbers, scale not 0)"
+    return None
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -64,7 +78,11 @@ def save(
     meta: dict[str, Any],
     optimizer_state: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write model weights (and optionally optimiser state) with ``meta`` atomically to ``path``."""
+    """Write model weights (and optionally optimiser state) with ``meta`` atomically to ``path``.
+    ``meta`` must record the input normalisation (``normalisation_fault``)."""
+    fault = normalisation_fault(meta)
+    if fault is not None:
+        raise InvalidValue(f"the checkpoint's metadata {fault}")
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim/{k}": np.asarray(v) for k, v in (optimizer_state or {}).items()})
     full_meta = {
@@ -174,6 +192,9 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     valid = valid and isinstance(meta["architecture"].get("centred", False), bool)
     if not valid or not isinstance(meta.get("arrays"), dict):
         raise CheckpointError(f"{path}: metadata has no valid architecture")
+    fault = normalisation_fault(meta)
+    if fault is not None:
+        raise CheckpointError(f"{path}: its metadata {fault}; its inputs cannot be prepared as in training")
     return meta
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import N_TRAIN
+from .errors import InvalidValue, MissingFile
 from .nn import INITS, SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -63,7 +64,7 @@ class TrainConfig:
         for name, expected in FIELD_TYPES.items():  # infinity (or NaN) makes no sense for any setting
             value = getattr(self, name)
             if expected == "a number" and not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value} (config: {self.summary()})")
+                raise InvalidValue(f"{name} must be a finite number, got {value} (config: {self.summary()})")
         checks = [
             (all(h >= 1 for h in self.hidden_sizes), "hidden sizes must be positive integers"),
             (all(h <= MAX_WIDTH for h in self.hidden_sizes), f"hidden sizes must be at most {MAX_WIDTH:,}"),
@@ -91,7 +92,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"{message} (config: {self.summary()})")
+                raise InvalidValue(f"{message} (config: {self.summary()})")
 
     def summary(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.to_dict().items())
@@ -105,14 +106,14 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         unknown = sorted(set(values) - set(field_names()))
         if unknown:
-            raise ValueError(
+            raise InvalidValue(
                 f"{source}: unknown setting {', '.join(map(repr, unknown))}; "
                 f"valid settings: {', '.join(field_names())}"
             )
         for name, value in values.items():
             expected = FIELD_TYPES[name]
             if not _fits(value, expected):
-                raise ValueError(f"{source}: {name} must be {expected}, got {value!r}")
+                raise InvalidValue(f"{source}: {name} must be {expected}, got {value!r}")
         return cls(**values)
 
     @classmethod
@@ -231,11 +232,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+        raise MissingFile(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, not a TOML file") from None
+        raise InvalidValue(f"{path}: is a directory, not a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+        raise InvalidValue(f"{path}: not valid TOML ({err})") from None
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -243,14 +244,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     values = read_toml(path)
     table = values.get("train", values)
     if not isinstance(table, dict):
-        raise ValueError(f"{path}: [train] must be a table of settings, got {type(table).__name__}")
+        raise InvalidValue(f"{path}: [train] must be a table of settings, got {type(table).__name__}")
     return dict(table)
 
 
 def make_config(preset: str = "default", file: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """A preset, then the settings of a TOML file, then explicit overrides (None means unset)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise InvalidValue(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     values = PRESETS[preset].to_dict()
     if file is not None:
         loaded = load_toml(file)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InvalidValue, MissingFile
 from .idx import IMAGE_SIDE, read_idx
 
 CLASS_NAMES = (
@@ -147,9 +148,9 @@ def locate(data_dir: str | Path | None = None, allow_download: bool = True, log:
             return Located(f"{source} ({directory})", paths)  # type: ignore[arg-type]
         if source == "--data-dir":
             missing = ", ".join(FILES[k][0] for k, p in paths.items() if p is None)
-            raise FileNotFoundError(f"{directory}: missing {missing} (.gz or uncompressed)")
+            raise MissingFile(f"{directory}: missing {missing} (.gz or uncompressed)")
     if not allow_download:
-        raise FileNotFoundError(
+        raise MissingFile(
             "Fashion-MNIST not found; run `fashion-mlp data` to download it, or on Debian/Ubuntu "
             "`apt-get install dataset-fashion-mnist`"
         )
@@ -165,7 +166,7 @@ def read_arrays(paths: dict[str, Path], verify: bool = True) -> dict[str, np.nda
     for part in ("train", "test"):
         n_images, n_labels = len(arrays[f"{part}-images"]), len(arrays[f"{part}-labels"])
         if n_images != n_labels:
-            raise ValueError(
+            raise InvalidValue(
                 f"{paths[f'{part}-images']} holds {n_images:,} images but "
                 f"{paths[f'{part}-labels']} holds {n_labels:,} labels"
             )
@@ -232,7 +233,7 @@ class Dataset:
 def split_train_val(images: np.ndarray, labels: np.ndarray, val_size: int, seed: int) -> tuple[Split, Split]:
     """A seeded random split of the official training set into train and validation."""
     if not 0 <= val_size < len(labels):
-        raise ValueError(f"validation size must be in [0, {len(labels)}), got {val_size}")
+        raise InvalidValue(f"validation size must be in [0, {len(labels)}), got {val_size}")
     order = np.random.default_rng(seed).permutation(len(labels))
     val_idx, train_idx = np.sort(order[:val_size]), np.sort(order[val_size:])
     y = labels.astype(np.int64)

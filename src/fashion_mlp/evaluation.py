@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InvalidValue
 from .nn import MLP, cross_entropy
 
 N_CLASSES = 10
@@ -42,7 +43,7 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int =
 def evaluate(model: MLP, x: np.ndarray, y: np.ndarray) -> Evaluation:
     """Mean cross-entropy and accuracy of ``model`` on images ``x`` (N, 784) and labels ``y``."""
     if len(y) == 0:
-        raise ValueError("cannot evaluate on an empty split")
+        raise InvalidValue("cannot evaluate on an empty split")
     logits = model.logits(x)
     predicted = logits.argmax(axis=1)
     confusion = confusion_matrix(y, predicted, model.sizes[-1])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, checkpoint
+from .errors import InvalidValue, NotAFile
 from .extras import require
 from .files import atomic_write_bytes
 from .nn import MLP, folded_layers
@@ -50,7 +51,7 @@ def to_onnx(
     from onnx import TensorProto, helper, numpy_helper
 
     if len(class_names) != model.sizes[-1]:
-        raise ValueError(f"{len(class_names)} class names for a model with {model.sizes[-1]} outputs")
+        raise InvalidValue(f"{len(class_names)} class names for a model with {model.sizes[-1]} outputs")
     norm = {"offset": 0.0, "scale": 1.0, **(normalisation or {})}
     layers = folded_layers(model, float(norm["offset"]), float(norm["scale"]))
     nodes, initializers, x = [], [], INPUT
@@ -115,13 +116,13 @@ def export_checkpoint(checkpoint_path: str | Path, output: str | Path | None = N
     loaded = checkpoint.load(checkpoint_path)
     output = Path(output) if output is not None else default_output(checkpoint_path)
     if output.is_dir():
-        raise IsADirectoryError(f"{output}: is a folder; give a file name, e.g. {output / 'model.onnx'}")
+        raise NotAFile(f"{output}: is a folder; give a file name, e.g. {output / 'model.onnx'}")
     names = loaded.meta.get("class_names") or [str(i) for i in range(loaded.model.sizes[-1])]
-    fashion = loaded.model.sizes[0] == 784 and "normalisation" in loaded.meta
+    fashion = loaded.model.sizes[0] == 784 and "estimator" not in loaded.meta
     model = to_onnx(
         loaded.model,
         names,
-        loaded.meta.get("normalisation"),
+        loaded.meta["normalisation"],  # load() refuses a checkpoint without one
         FASHION_MNIST_INPUT if fashion else None,
         hashlib.sha256(checkpoint_path.read_bytes()).hexdigest(),
     )

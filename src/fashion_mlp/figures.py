@@ -9,6 +9,7 @@ import numpy as np
 from . import checkpoint, plots, runs
 from .config import TrainConfig
 from .data import CLASS_NAMES, Split, pixels
+from .errors import MissingFile
 from .evaluation import per_class_scores
 from .train import build_model, build_schedule, steps_per_epoch
 
@@ -32,7 +33,7 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     """Draw every figure of ``run_dir`` from its files and the test split; return their paths."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
+        raise MissingFile(f"{run_dir}: no such run directory")
     config = TrainConfig.from_record(runs.read_config(run_dir / "config.json"), str(run_dir / "config.json"))
     summary = runs.read_summary(run_dir / "summary.json")
     metrics = runs.read_metrics(run_dir / "metrics.csv")

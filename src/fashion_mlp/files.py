@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import InvalidValue, MissingFile
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -40,6 +42,6 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing") from None
+        raise MissingFile(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+        raise InvalidValue(f"{path}: not valid JSON ({err})") from None

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InvalidValue
+
 IMAGE_SIDE = 28
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 MAX_ITEMS = 100_000  # above Fashion-MNIST's 60,000; a header claiming more is refused unread
@@ -35,27 +37,27 @@ def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
                 dims = _read_exact(f, 8, path, "header")
                 rows, cols = struct.unpack(">II", dims)
                 if (rows, cols) != (IMAGE_SIDE, IMAGE_SIDE):
-                    raise ValueError(f"{path}: images are {rows}x{cols}, expected 28x28")
+                    raise InvalidValue(f"{path}: images are {rows}x{cols}, expected 28x28")
                 header += dims
                 item_size = IMAGE_SIDE * IMAGE_SIDE
             elif magic == LABEL_MAGIC:
                 item_size = 1
             else:
-                raise ValueError(
+                raise InvalidValue(
                     f"{path}: not an IDX image or label file (magic number {magic}, "
                     f"expected {IMAGE_MAGIC} or {LABEL_MAGIC})"
                 )
             if count > MAX_ITEMS:
-                raise ValueError(f"{path}: header claims {count:,} items, more than {MAX_ITEMS:,}")
+                raise InvalidValue(f"{path}: header claims {count:,} items, more than {MAX_ITEMS:,}")
             body = _read_exact(f, count * item_size, path, "data")
             if f.read(1):
-                raise ValueError(f"{path}: longer than its header says ({count:,} items)")
+                raise InvalidValue(f"{path}: longer than its header says ({count:,} items)")
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise ValueError(f"{path}: damaged or truncated gzip ({err})") from None
+        raise InvalidValue(f"{path}: damaged or truncated gzip ({err})") from None
     digest.update(header)
     digest.update(body)
     if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-        raise ValueError(
+        raise InvalidValue(
             f"{path}: checksum mismatch (SHA-256 of the decompressed data is "
             f"{digest.hexdigest()[:16]}..., expected {expected_sha256[:16]}...); "
             "delete the file and run `fashion-mlp data` to fetch it again"
@@ -64,12 +66,12 @@ def read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
     if magic == IMAGE_MAGIC:
         return array.reshape(count, IMAGE_SIDE, IMAGE_SIDE)
     if count and array.max() > 9:
-        raise ValueError(f"{path}: label {int(array.max())} is outside 0-9")
+        raise InvalidValue(f"{path}: label {int(array.max())} is outside 0-9")
     return array
 
 
 def _read_exact(f, size: int, path: Path, what: str) -> bytes:  # type: ignore[no-untyped-def]
     data = f.read(size)
     if len(data) != size:
-        raise ValueError(f"{path}: truncated {what} ({len(data):,} of {size:,} bytes)")
+        raise InvalidValue(f"{path}: truncated {what} ({len(data):,} of {size:,} bytes)")
     return data

@@ -13,12 +13,14 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import InvalidValue, MissingFile
+
 SIDE = 28
 MAX_PIXELS = 50_000_000  # refuse decompression bombs
 MIN_CONTRAST = 8.0  # grey levels between the darkest and lightest pixel; less is a blank image
 
 
-class ImageError(ValueError):
+class ImageError(InvalidValue):
     """An image we cannot classify; ``kind`` is "unreadable", "too large" or "blank"."""
 
     def __init__(self, message: str, kind: str) -> None:
@@ -45,7 +47,7 @@ def load_image(
             img.load()
             pixels = _grayscale(img)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such image file") from None
+        raise MissingFile(f"{path}: no such image file") from None
     except Image.DecompressionBombError as err:
         raise ImageError(f"{path}: too large to decode ({err})", "too large") from None
     except (
@@ -87,14 +89,27 @@ def _flatten_alpha(img: Image.Image) -> Image.Image:
 def to_fashion_mnist(pixels: np.ndarray) -> np.ndarray:
     """Grayscale float pixels (H, W) in 0-255 to uint8 (28, 28) in Fashion-MNIST's layout.
 
-    Raises ValueError for an image of one colour: there is no garment in it to classify.
+    The background is the border's median grey. The garment is whatever differs from it: if more of
+    the picture is darker than the background than lighter (a dark coat on white, or on mid-grey), the
+    picture is inverted first, so that the garment comes out light on black, as Fashion-MNIST draws it.
+
+    Raises ValueError, in words a person can act on, for an image of one colour or one where nothing
+    stands out from the background: there is no garment in it to classify.
     """
     if float(pixels.max() - pixels.min()) < MIN_CONTRAST:
-        raise ValueError("the image is blank (a single colour); there is no garment to classify")
-    if np.median(_border(pixels)) > 127:  # light background: invert so the garment is light on dark
-        pixels = 255.0 - pixels
-    pixels = np.clip(pixels - float(np.median(_border(pixels))), 0, None)
-    pixels *= 255.0 / max(float(pixels.max()), 1e-6)
+        raise InvalidValue("the image is blank (a single colour); there is no garment to classify")
+    background = float(np.median(_border(pixels)))
+    darker = float(np.clip(background - pixels - MIN_CONTRAST, 0, None).sum())
+    lighter = float(np.clip(pixels - background - MIN_CONTRAST, 0, None).sum())
+    if darker > lighter:
+        pixels, background = 255.0 - pixels, 255.0 - background
+    pixels = np.clip(pixels - background, 0, None)
+    if float(pixels.max()) < MIN_CONTRAST:
+        raise InvalidValue(
+            f"the image is blank: nothing in it stands out from its background (grey level "
+            f"{background:.0f} at the border); there is no garment to classify"
+        )
+    pixels *= 255.0 / float(pixels.max())
     rows, cols = np.nonzero(pixels > 0.1 * 255)
     pixels = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     height, width = pixels.shape

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import runs
 from .data import CLASS_NAMES
+from .errors import InvalidValue, MissingFile
 from .evaluation import per_class_scores
 from .figures import figure_paths
 from .files import atomic_write_bytes
@@ -60,7 +61,7 @@ def build(run_dir: Path, search_dir: Path | None = None) -> list[Block]:
     split = summary["split"]
     for path in figure_paths(run_dir).values():
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; run `fashion-mlp plot {run_dir}` first")
+            raise MissingFile(f"{path}: missing; run `fashion-mlp plot {run_dir}` first")
     figures = {key: Figure(path, CAPTIONS[key]) for key, path in figure_paths(run_dir).items()}
     # What a reader came for first: the test score, the curves and the per-class scores; the settings last.
     blocks: list[Block] = [
@@ -145,11 +146,11 @@ def _search_table(search_dir: Path) -> Table:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing; is {search_dir} a search directory?") from None
+        raise MissingFile(f"{path}: missing; is {search_dir} a search directory?") from None
     except (csv.Error, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV file ({err})") from None
+        raise InvalidValue(f"{path}: not a readable CSV file ({err})") from None
     if not rows or "val_accuracy" not in rows[0]:
-        raise ValueError(f"{path}: not a search results file (no val_accuracy column)")
+        raise InvalidValue(f"{path}: not a search results file (no val_accuracy column)")
     scores = [float(r["val_accuracy"]) if r["val_accuracy"] else -1.0 for r in rows]
     best = int(np.argmax(scores))
     headers = ["best", *rows[0].keys()]
@@ -208,7 +209,7 @@ def write(run_dir: Path, search_dir: Path | None = None) -> tuple[Path, Path]:
     """Write RUN_DIR/report.md and RUN_DIR/report.html; return their paths."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
+        raise MissingFile(f"{run_dir}: no such run directory")
     blocks = build(run_dir, search_dir)
     md, page = run_dir / "report.md", run_dir / "report.html"
     atomic_write_bytes(md, to_markdown(blocks, run_dir).encode())

@@ -22,6 +22,7 @@ import numpy as np
 from . import __version__, checkpoint
 from .config import TrainConfig
 from .data import CLASS_NAMES, NORMALISATION, Dataset
+from .errors import InvalidValue, MissingFile, PathTaken
 from .evaluation import evaluate
 from .files import atomic_write_bytes, read_json, write_json
 from .nn import Dropout
@@ -79,7 +80,7 @@ def new_run_dir(root: Path, name: str | None) -> Path:
     """runs/<name>, or runs/<timestamp>; refuses to reuse an existing run's folder."""
     run_dir = Path(root) / (name or time.strftime("%Y%m%d-%H%M%S"))
     if (run_dir / "config.json").exists():
-        raise FileExistsError(f"{run_dir}: a run already exists there; choose another --name or --resume it")
+        raise PathTaken(f"{run_dir}: a run already exists there; choose another --name or --resume it")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
@@ -126,15 +127,15 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
         with Path(path).open(newline="") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: missing") from None
+        raise MissingFile(f"{path}: missing") from None
     except (csv.Error, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a readable CSV file ({err})") from None
+        raise InvalidValue(f"{path}: not a readable CSV file ({err})") from None
     if not rows or set(rows[0]) != set(METRIC_FIELDS):
-        raise ValueError(f"{path}: not a metrics file of fashion-mlp (expected columns {METRIC_FIELDS})")
+        raise InvalidValue(f"{path}: not a metrics file of fashion-mlp (expected columns {METRIC_FIELDS})")
     try:
         return {name: np.array([float(row[name] or "nan") for row in rows]) for name in METRIC_FIELDS}
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: a value is not a number") from None
+        raise InvalidValue(f"{path}: a value is not a number") from None
 
 
 SUMMARY_NUMBERS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss", "wall_seconds",
@@ -155,7 +156,7 @@ def read_summary(path: Path) -> dict[str, Any]:
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
     if not isinstance(summary, dict):
-        raise ValueError(f"{path}: not a run summary (a JSON object)")
+        raise InvalidValue(f"{path}: not a run summary (a JSON object)")
     problems = [k for k in SUMMARY_NUMBERS if not number(summary.get(k))]
     validation = ("val_accuracy", "val_loss")  # both numbers, or both null (no validation set)
     problems += [k for k in validation if k not in summary or not number(summary[k], nullable=True)]
@@ -175,7 +176,7 @@ def read_summary(path: Path) -> dict[str, Any]:
     ):
         problems.append("machine or data_source")
     if problems:
-        raise ValueError(f"{path}: not a valid run summary (bad or missing: {', '.join(problems)})")
+        raise InvalidValue(f"{path}: not a valid run summary (bad or missing: {', '.join(problems)})")
     return summary
 
 
@@ -183,7 +184,7 @@ def read_config(path: Path) -> dict[str, Any]:
     """config.json as a dict, after checking that it is a valid TrainConfig (ValueError otherwise)."""
     values = read_json(path)
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: not a run config (a JSON object)")
+        raise InvalidValue(f"{path}: not a run config (a JSON object)")
     TrainConfig.from_record(values, str(path))
     return values
 
@@ -196,11 +197,11 @@ def load_state(run_dir: Path) -> TrainState:
     try:
         return _load_state(run_dir)
     except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as err:
-        raise ValueError(f"{run_dir / 'last.npz'}: its training state is damaged ({err!r})") from None
+        raise InvalidValue(f"{run_dir / 'last.npz'}: its training state is damaged ({err!r})") from None
     except ValueError as err:
         if isinstance(err, checkpoint.CheckpointError) or str(run_dir) in str(err):
             raise
-        raise ValueError(f"{run_dir / 'last.npz'}: its training state is damaged ({err})") from None
+        raise InvalidValue(f"{run_dir / 'last.npz'}: its training state is damaged ({err})") from None
 
 
 def _load_state(run_dir: Path) -> TrainState:

@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data  # noqa: E40
 from . import checkpoint  # noqa: E402
 from .config import TrainConfig, field_names  # noqa: E402
 from .data import Dataset, Split  # noqa: E402
+from .errors import InvalidValue  # noqa: E402
 from .nn import MLP  # noqa: E402
 from .train import TrainState, new_state, train  # noqa: E402
 
@@ -123,7 +124,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.hidden_sizes, (tuple, list)) or not all(
             isinstance(h, numbers.Integral) and not isinstance(h, bool) for h in self.hidden_sizes
         ):
-            raise ValueError(f"hidden_sizes must be a tuple of integers, got {self.hidden_sizes!r}")
+            raise InvalidValue(f"hidden_sizes must be a tuple of integers, got {self.hidden_sizes!r}")
         params = self.get_params()
         values = {name: params[name] for name in field_names() if name in params}
         values.update(hidden_sizes=tuple(int(h) for h in self.hidden_sizes), epochs=epochs, seed=seed)
@@ -138,7 +139,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         encoded = np.minimum(encoded, len(classes) - 1)
         if not np.array_equal(classes[encoded], y):
             unknown = sorted(set(np.asarray(y).tolist()) - set(classes.tolist()))
-            raise ValueError(f"y holds labels not in classes: {unknown[:5]}")
+            raise InvalidValue(f"y holds labels not in classes: {unknown[:5]}")
         return encoded.astype(np.int64)
 
     # ---------------------------------------------------------------- fitting
@@ -152,12 +153,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         labels = self._encode(y, self.classes_)
         seed = self._seed()
         if not isinstance(self.early_stopping, bool):
-            raise ValueError(f"early_stopping must be True or False, got {self.early_stopping!r}")
+            raise InvalidValue(f"early_stopping must be True or False, got {self.early_stopping!r}")
         if self.early_stopping:
             if not (isinstance(self.validation_fraction, numbers.Real) and 0 < self.validation_fraction < 1):
-                raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+                raise InvalidValue(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
             if not (isinstance(self.n_iter_no_change, numbers.Integral) and self.n_iter_no_change >= 1):
-                raise ValueError(
+                raise InvalidValue(
                     f"n_iter_no_change must be a positive integer, got {self.n_iter_no_change!r}"
                 )
             stratify = labels if np.bincount(labels).min() >= 2 else None
@@ -181,10 +182,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         if first:
             if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit")
+                raise InvalidValue("classes must be passed on the first call to partial_fit")
             self.classes_ = np.unique(np.asarray(classes))
         elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
-            raise ValueError(f"classes {np.unique(classes)} differ from the earlier {self.classes_}")
+            raise InvalidValue(f"classes {np.unique(classes)} differ from the earlier {self.classes_}")
         labels = self._encode(y, self.classes_)
         dataset = self._dataset(X, labels, X[:0], labels[:0])
         if first:
@@ -344,6 +345,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         classes = self.classes_
         meta = {
             "estimator": ESTIMATOR_FORMAT,
+            "normalisation": {"offset": 0.0, "scale": 1.0},  # the estimator takes X as it is
             "class_names": [str(c) for c in classes],
             "classes": classes.tolist(),
             "classes_dtype": classes.dtype.str,

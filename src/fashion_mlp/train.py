@@ -14,6 +14,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import CLASS_NAMES, IMAGE_SIDE, Dataset, augment_batch
+from .errors import InvalidValue
 from .evaluation import evaluate
 from .nn import MLP, SGD, Adam, Optimizer, Schedule, cross_entropy, example_losses, softmax_cross_entropy
 
@@ -82,7 +83,7 @@ def build_model(
     """The config's network for n_inputs features and n_classes classes (Fashion-MNIST's unless told);
     ``mean`` is the input mean it subtracts when config.centre_inputs."""
     if config.centre_inputs and mean is None:
-        raise ValueError("a model that centres its inputs needs their mean")
+        raise InvalidValue("a model that centres its inputs needs their mean")
     return MLP(
         [n_inputs, *config.hidden_sizes, n_classes],
         rng,
@@ -118,11 +119,11 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
 def new_state(config: TrainConfig, data: Dataset) -> TrainState:
     """A fresh run on ``data``: the network takes its input and output sizes from the data."""
     if config.augment and data.n_features != N_INPUTS:
-        raise ValueError(
+        raise InvalidValue(
             f"augment flips and shifts 28x28 images; these inputs have {data.n_features} features"
         )
     if len(data.train) == 0:
-        raise ValueError("there are no training examples")
+        raise InvalidValue("there are no training examples")
     rng = np.random.default_rng(config.seed)
     mean = input_mean(data) if config.centre_inputs else None
     model = build_model(config, rng, mean, data.n_features, data.n_classes)

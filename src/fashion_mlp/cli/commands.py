@@ -227,7 +227,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: its model was trained with no validation set (val_size 0); "
             "evaluate it on --split test or train"
         )
-    result = evaluate(loaded.model, split.x, split.y)
+    if loaded.model.sizes[0] != split.x.shape[1]:
+        raise UsageError(
+            f"{args.checkpoint}: a model of {loaded.model.sizes[0]} inputs; Fashion-MNIST has "
+            f"{split.x.shape[1]} pixels"
+        )
+    x, norm = split.x, loaded.meta["normalisation"]
+    if norm != data.NORMALISATION:  # the model was trained on inputs prepared otherwise: prepare them so
+        x = ((data.pixels(x) - norm["offset"]) / norm["scale"]).astype(np.float32)
+    result = evaluate(loaded.model, x, split.y)
     print(f"{args.split}: accuracy {result.accuracy:.4f}, loss {result.loss:.4f} ({len(split):,} images)")
     print("per-class accuracy:")
     for name, acc in zip(data.CLASS_NAMES, result.per_class_accuracy):
@@ -294,12 +302,23 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..extras import require
 
-    for module in ("starlette", "uvicorn", "orjson", "multipart"):
+    for module in ("starlette", "uvicorn", "orjson", "python_multipart"):
         require(module, "serve")
-    from ..serve.app import Limits, serve
+    from ..serve.app import Limits
+    from ..serve.server import serve
 
     limits = Limits(
-        args.max_body_bytes, args.max_rows, args.max_image_pixels, args.max_concurrency, args.read_timeout
+        max_body_bytes=args.max_body_bytes,
+        max_rows=args.max_rows,
+        max_image_pixels=args.max_image_pixels,
+        max_concurrency=args.max_concurrency,
+        read_timeout_s=args.read_timeout,
+        infer_timeout_s=args.infer_timeout,
+        max_connections=args.max_connections,
+        max_header_bytes=args.max_header_bytes,
+        keep_alive_s=args.keep_alive,
+        linger_bytes=args.linger_bytes,
+        linger_s=args.linger_seconds,
     )
-    serve(args.checkpoints, args.host, args.port, limits, args.keep_alive, lambda m: print(m, flush=True))
+    serve(args.checkpoints, args.host, args.port, limits, lambda m: print(m, flush=True))
     return 0

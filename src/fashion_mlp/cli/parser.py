@@ -8,10 +8,13 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..config import OPTIMIZERS, PRESETS
+from ..errors import UserError
 from ..nn import INITS, SCHEDULES
 
+DEBUG_ENV = "FASHION_MLP_DEBUG"
 
-class UsageError(Exception):
+
+class UsageError(UserError):
     """A bad flag, value or path: one line on stderr, exit code 2."""
 
 
@@ -23,6 +26,11 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     parser = Parser(prog="fashion-mlp", description="A from-scratch NumPy MLP for Fashion-MNIST.")
     parser.add_argument("--version", action="version", version=f"fashion-mlp {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"on an internal error, print the traceback (or set {DEBUG_ENV}=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = commands.add_parser("data", help="find, download and verify Fashion-MNIST")
@@ -162,7 +170,13 @@ def build_parser() -> Parser:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=_int_in(1, 65535), default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--port",
+        type=_int_in(0, 65535),
+        default=8000,
+        help="port (default 8000); 0 takes a free one, which the line 'serving ... on "
+        "http://HOST:PORT/' names",
+    )
     p.add_argument(
         "--max-body-bytes",
         type=_int_in(1, 1 << 31),
@@ -193,6 +207,21 @@ def build_parser() -> Parser:
         help="requests in flight at once; past it 503 at once, never a growing queue (default 256)",
     )
     p.add_argument(
+        "--max-connections",
+        type=_int_in(1, 100_000),
+        default=512,
+        metavar="N",
+        help="connections open at once, idle ones included; past it a new one gets 503 and is closed "
+        "(default 512)",
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=_int_in(256, 1 << 24),
+        default=16 << 10,
+        metavar="N",
+        help="largest request line plus headers; past it 431 (default 16 KiB)",
+    )
+    p.add_argument(
         "--keep-alive",
         type=_float_in(0.1, 3600),
         default=5.0,
@@ -204,7 +233,29 @@ def build_parser() -> Parser:
         type=_float_in(0.1, 3600),
         default=30.0,
         metavar="SECONDS",
-        help="longest a request's body may take to arrive; past it 408 (default 30)",
+        help="longest a request's head may take to arrive, and again its body; past either 408 (default 30)",
+    )
+    p.add_argument(
+        "--infer-timeout",
+        type=_float_in(0.1, 3600),
+        default=60.0,
+        metavar="SECONDS",
+        help="longest a request waits for the model; past it 503 (default 60)",
+    )
+    p.add_argument(
+        "--linger-bytes",
+        type=_int_in(0, 1 << 40),
+        default=64 << 20,
+        metavar="N",
+        help="after answering before a body has all arrived (413, 408, 503), the server reads and "
+        "discards up to N more bytes so that the client can read the answer, then closes (default 64 MiB)",
+    )
+    p.add_argument(
+        "--linger-seconds",
+        type=_float_in(0, 3600),
+        default=10.0,
+        metavar="SECONDS",
+        help="... and for at most this long (default 10)",
     )
     p.set_defaults(handler="serve")
     return parser

@@ -100,12 +100,22 @@ def check_gradients(
             out[k] = (plus - minus) / (2 * eps)
         return out
 
-    input_grad = _backprop(model, x, y, smoothing).reshape(-1)
-    checks = [(p.name, p.value, p.grad.reshape(-1).copy(), entries) for p in model.parameters()]
-    checks.append(("input", x, input_grad, 5 * entries))
-    results = []
-    for name, array, backprop, n in checks:
-        chosen = rng.choice(array.size, size=min(n, array.size), replace=False)
-        error = _relative_error(backprop[chosen], numeric(array, chosen), float(np.abs(backprop).max()))
-        results.append(GradientCheck(name, error, len(chosen)))
-    return results
+    # The check replaces the dropout layers' generators (fixed masks) and fills the gradients: put back
+    # what it found, so that a model checked mid-training goes on exactly as it would have.
+    generators = [(layer, layer.rng) for layer in model.layers if isinstance(layer, Dropout)]
+    grads = [(p, p.grad.copy()) for p in model.parameters()]
+    try:
+        input_grad = _backprop(model, x, y, smoothing).reshape(-1)
+        checks = [(p.name, p.value, p.grad.reshape(-1).copy(), entries) for p in model.parameters()]
+        checks.append(("input", x, input_grad, 5 * entries))
+        results = []
+        for name, array, backprop, n in checks:
+            chosen = rng.choice(array.size, size=min(n, array.size), replace=False)
+            error = _relative_error(backprop[chosen], numeric(array, chosen), float(np.abs(backprop).max()))
+            results.append(GradientCheck(name, error, len(chosen)))
+        return results
+    finally:
+        for layer, generator in generators:
+            layer.rng = generator
+        for parameter, grad in grads:
+            parameter.grad[...] = grad

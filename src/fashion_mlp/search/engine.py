@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 
 from ..config import TrainConfig
 from ..data import Dataset
+from ..errors import InvalidValue
 from ..train import Callback, EpochRecord, TrainingDiverged, TrainState, train
 from .plan import Plan, _checked, _label
 
@@ -40,7 +41,7 @@ def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStora
         search_dir.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(search_dir / "journal.log")))
     if not url.startswith(("postgresql://", "postgresql+", "sqlite:///", "mysql")):
-        raise ValueError(f"--storage {url!r}: expected a postgresql://, mysql:// or sqlite:/// URL")
+        raise InvalidValue(f"--storage {url!r}: expected a postgresql://, mysql:// or sqlite:/// URL")
     given = url  # what the user typed, for messages
     if url.startswith("postgresql://"):
         # The driver we install (psycopg 3); SQLAlchemy's default for plain postgresql:// varies by version.
@@ -49,7 +50,7 @@ def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStora
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except ModuleNotFoundError as err:
-            raise ValueError(
+            raise InvalidValue(
                 f"--storage needs a database driver ({err}); pip install 'fashion-mlp[postgres]'"
             ) from None
         except Exception as err:  # SQLAlchemy's errors: unreachable, refused, or a schema race
@@ -59,7 +60,7 @@ def open_storage(url: str | None, search_dir: Path) -> optuna.storages.BaseStora
                 time.sleep(random.uniform(0.2, 1.0))
                 continue
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"cannot use storage {_hide_password(given)}: {first}") from None
+            raise InvalidValue(f"cannot use storage {_hide_password(given)}: {first}") from None
     raise AssertionError("unreachable")
 
 
@@ -93,7 +94,7 @@ def open_study(plan: Plan, storage: optuna.storages.BaseStorage, name: str) -> o
     if recorded is None:
         study.set_user_attr("plan", {"mode": plan.mode, "total": plan.total, "base": plan.base.to_dict()})
     elif (recorded["mode"], recorded["total"]) != (plan.mode, plan.total) or _base_of(recorded) != plan.base:
-        raise ValueError(
+        raise InvalidValue(
             f"study {name!r} was started with a different search "
             f"({recorded['mode']}, {recorded['total']} trials); use another --study name"
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, field_names, read_toml
+from ..errors import InvalidValue
 
 NOT_SEARCHABLE = ("val_size", "split_seed")  # they change the data, not the model
 
@@ -50,7 +51,7 @@ class Plan:
 
     def __post_init__(self) -> None:
         if self.base.val_size == 0:
-            raise ValueError(
+            raise InvalidValue(
                 "search: trials are scored on validation accuracy, but the base config has val_size 0; "
                 "use --preset validation or set val_size"
             )
@@ -70,7 +71,7 @@ def _check_names(names: Any, source: str) -> None:
     unknown = sorted(set(names) - set(field_names()) | (set(names) & set(NOT_SEARCHABLE)))
     if unknown:
         valid = [n for n in field_names() if n not in NOT_SEARCHABLE]
-        raise ValueError(
+        raise InvalidValue(
             f"{source}: unknown hyperparameter {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}"
         )
 
@@ -84,7 +85,7 @@ def _checked(base: TrainConfig, params: dict[str, Any], source: str) -> dict[str
 
 def sweep_plan(name: str, base: TrainConfig) -> Plan:
     if name != "report":
-        raise ValueError(f"unknown sweep {name!r}; the one sweep is 'report' (the report's Table 1)")
+        raise InvalidValue(f"unknown sweep {name!r}; the one sweep is 'report' (the report's Table 1)")
     points = [Point(_label(k, v), {k: v}) for k, values in REPORT_SWEEP for v in values]
     return Plan("sweep", base, points=[Point(p.label, _checked(base, p.params, "sweep")) for p in points])
 
@@ -95,7 +96,7 @@ def grid_plan(path: Path, base: TrainConfig) -> Plan:
     values = raw.get("grid", raw)
     _check_names(values, str(path))
     if not values or any(not isinstance(v, list) or not v for v in values.values()):
-        raise ValueError(f"{path}: the grid is empty; give each hyperparameter a non-empty list of values")
+        raise InvalidValue(f"{path}: the grid is empty; give each hyperparameter a non-empty list of values")
     names = list(values)
     points = []
     for combo in itertools.product(*(values[n] for n in names)):
@@ -110,10 +111,10 @@ def tpe_plan(path: Path, n_trials: int, base: TrainConfig) -> Plan:
     space = raw.get("space", raw)
     _check_names(space, str(path))
     if not space:
-        raise ValueError(f"{path}: the search space is empty")
+        raise InvalidValue(f"{path}: the search space is empty")
     for name, spec in space.items():
         if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
-            raise ValueError(f"{path}: {name} needs {{low = ..., high = ...}} or {{choices = [...]}}")
+            raise InvalidValue(f"{path}: {name} needs {{low = ..., high = ...}} or {{choices = [...]}}")
     if n_trials < 1:
-        raise ValueError("--trials must be at least 1")
+        raise InvalidValue("--trials must be at least 1")
     return Plan("tpe", base, space=space, n_trials=n_trials)

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import io
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__, checkpoint, data
+from ..errors import InvalidValue
 from ..images import MAX_PIXELS, ImageError, load_image
 from ..nn import Inference
 from . import protocol
@@ -42,12 +42,21 @@ IMAGE_STATUS = {"unreadable": 415, "too large": 413, "blank": 422}
 
 @dataclass(frozen=True)
 class Limits:
+    """Everything a client can make the server spend, bounded. server.py enforces the connection's
+    part (connections, header bytes, idle and head deadlines, the lingering close); the app the rest."""
+
     max_body_bytes: int = 8 << 20  # a 10,000-row FP32 batch is 31 MB in binary: ask for more with the flag
     max_rows: int = 4096
     max_image_pixels: int = MAX_PIXELS
-    max_concurrency: int = 256
-    read_timeout_s: float = 30.0
+    max_concurrency: int = 256  # requests in flight
+    read_timeout_s: float = 30.0  # for a request's head, and again for its body
     max_batch_rows: int = 1024  # rows combined into one product
+    infer_timeout_s: float = 60.0  # longest a request waits for the model
+    max_connections: int = 512  # open at once, idle ones included
+    max_header_bytes: int = 16 << 10  # the request line and headers
+    keep_alive_s: float = 5.0  # an idle connection's life
+    linger_bytes: int = 64 << 20  # after an early answer: most bytes read and thrown away ...
+    linger_s: float = 10.0  # ... and for how long, before closing
 
 
 @dataclass
@@ -71,10 +80,10 @@ def load_model(name: str, path: Path) -> Model:
     loaded = checkpoint.load(path)
     sizes = loaded.model.sizes
     if sizes[0] != protocol.N_PIXELS:
-        raise ValueError(f"{path}: a model of {sizes[0]} inputs; serve takes Fashion-MNIST models of 784")
+        raise InvalidValue(f"{path}: a model of {sizes[0]} inputs; serve takes Fashion-MNIST models of 784")
     names = list(loaded.meta.get("class_names") or data.CLASS_NAMES)
     if len(names) != sizes[-1]:
-        raise ValueError(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
+        raise InvalidValue(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
     accuracy = _test_accuracy(path)
     return Model(name, Path(path), loaded.inference(), names, accuracy, "-".join(map(str, sizes)))
 
@@ -92,48 +101,72 @@ def _test_accuracy(path: Path) -> float | None:
 class Batcher:
     """Runs every waiting request's rows through one product. While a product runs (in a worker
     thread, so the event loop goes on accepting requests), new rows queue; the next product takes
-    all of them, up to max_batch_rows."""
+    all of them, up to max_batch_rows.
 
-    def __init__(self, inference: Inference, max_batch_rows: int = 1024) -> None:
+    Every request gets an answer: its rows' probabilities, the error that stopped its batch, or a 503
+    after ``timeout_s``. Whatever goes wrong in the drain, each future it took is resolved."""
+
+    def __init__(self, inference: Inference, max_batch_rows: int = 1024, timeout_s: float = 60.0) -> None:
         self.inference = inference
         self.max_batch_rows = max_batch_rows
+        self.timeout_s = timeout_s
         self.waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
-        self.running = False
+        self.task: asyncio.Task[None] | None = None  # the drain, held so it cannot be collected mid-run
 
     async def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
         self.waiting.append((pixels, future))
-        if not self.running:
-            self.running = True
-            asyncio.get_running_loop().create_task(self._drain())
-        return await future
+        if self.task is None or self.task.done():
+            self.task = loop.create_task(self._drain())
+        try:
+            return await asyncio.wait_for(future, self.timeout_s)  # cancels the future on timeout
+        except TimeoutError:
+            raise ProtocolError(
+                f"the model did not answer within {self.timeout_s:g} s; retry shortly", 503
+            ) from None
+
+    def _take(self) -> list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]:
+        """The next batch: waiting requests in order, skipping those whose client has gone."""
+        batch, rows = [], 0
+        while self.waiting and (not batch or rows + len(self.waiting[0][0]) <= self.max_batch_rows):
+            pixels, future = self.waiting.pop(0)
+            if not future.done():
+                batch.append((pixels, future))
+                rows += len(pixels)
+        return batch
 
     async def _drain(self) -> None:
+        batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         try:
             while self.waiting:
-                batch, rows = [], 0
-                while self.waiting and (not batch or rows + len(self.waiting[0][0]) <= self.max_batch_rows):
-                    item = self.waiting.pop(0)
-                    batch.append(item)
-                    rows += len(item[0])
-                stacked = batch[0][0] if len(batch) == 1 else np.concatenate([p for p, _ in batch])
+                batch = self._take()
+                if not batch:
+                    continue
                 try:
+                    stacked = batch[0][0] if len(batch) == 1 else np.concatenate([p for p, _ in batch])
                     # In a thread, so that the event loop goes on reading the requests that will form the
                     # next batch. (Run on the loop instead, a lone request at concurrency 1 was 10-25%
                     # faster, but concurrency 32 lost as much.)
                     probabilities = await asyncio.to_thread(self.inference.predict_proba, stacked)
-                except Exception as err:  # pragma: no cover - a bug, reported to every waiting request
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(err)
+                except Exception as err:  # a bug of ours: reported to each request of the batch
+                    _resolve(batch, err)
                     continue
                 start = 0
                 for pixels, future in batch:
                     if not future.done():  # its client may have gone
                         future.set_result(probabilities[start : start + len(pixels)])
                     start += len(pixels)
-        finally:
-            self.running = False
+        finally:  # cancelled (the server is stopping) or worse: nobody is left waiting
+            stopped = ProtocolError("the server is stopping; retry shortly", 503)
+            _resolve(batch + self.waiting, stopped)
+            self.waiting.clear()
+
+
+def _resolve(batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]], err: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(err)
 
 
 # ---------------------------------------------------------------- the app
@@ -147,12 +180,9 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
     """The whole body, refusing one longer than the limit (413) or slower than the read timeout (408)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise ProtocolError("Content-Length is not a number")
-        if int(declared) > limits.max_body_bytes:
-            raise ProtocolError(
-                f"the body is {int(declared):,} bytes; the limit is {limits.max_body_bytes:,}", 413
-            )
+        size = protocol.parse_count(declared, "Content-Length")
+        if size > limits.max_body_bytes:
+            raise ProtocolError(f"the body is {size:,} bytes; the limit is {limits.max_body_bytes:,}", 413)
     chunks, size = [], 0
 
     async def read() -> None:
@@ -171,10 +201,12 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(models: dict[str, Model], limits: Limits | None = None) -> Starlette:
+def create_app(models: dict[str, Model], limits: Limits | None = None) -> CloseEarly:
+    """The ASGI app: the routes below, inside a cap on requests in flight, inside ``CloseEarly``."""
     limits = limits or Limits()
     for model in models.values():
         model.batcher.max_batch_rows = limits.max_batch_rows
+        model.batcher.timeout_s = limits.infer_timeout_s
 
     def find(request: Request) -> Model:
         name = request.path_params["name"]
@@ -304,7 +336,41 @@ def create_app(models: dict[str, Model], limits: Limits | None = None) -> Starle
         },
     )
     app.add_middleware(ConcurrencyCap, limit=limits.max_concurrency)
-    return app
+    return CloseEarly(app)
+
+
+CLOSE_AFTER = frozenset({408, 413, 503})  # RFC 9110: the connection closes after these
+
+
+class CloseEarly:
+    """ASGI middleware, outermost: a response sent before the request's body has all arrived (a 413
+    decided from Content-Length, a 404, any error) and every 408, 413 and 503 carry
+    ``Connection: close``. The server then closes, lingering to drain what the client still sends
+    (server.py); keeping the connection instead would mean reading an unbounded body for nothing."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        pending = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+        async def tracked_receive() -> dict[str, Any]:
+            nonlocal pending
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                pending = False
+            return message
+
+        async def closing_send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and (pending or message["status"] in CLOSE_AFTER):
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, tracked_receive, closing_send)
 
 
 class ConcurrencyCap:
@@ -331,9 +397,10 @@ class ConcurrencyCap:
 
 
 def _top_k(text: str, n_classes: int) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= n_classes:
+    value = protocol.parse_count(text, "top_k")
+    if not 1 <= value <= n_classes:
         raise ProtocolError(f"top_k must be an integer from 1 to {n_classes}, got {text!r}")
-    return int(text)
+    return value
 
 
 async def _image_from(request: Request, body: bytes) -> bytes:
@@ -363,32 +430,3 @@ def _png(image: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(image).save(out, "PNG")
     return out.getvalue()
-
-
-def serve(
-    specs: list[str], host: str, port: int, limits: Limits, keep_alive_s: float, log: Any = print
-) -> None:
-    """Load every NAME=PATH (or PATH, named after its run folder) and serve them until SIGTERM/Ctrl-C."""
-    import uvicorn
-
-    models: dict[str, Model] = {}
-    for spec in specs:
-        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        path_obj = Path(path)
-        name = name or (path_obj.parent.name if path_obj.parent.name else path_obj.stem)
-        if name in models:
-            raise ValueError(f"two models are named {name!r}; name them with NAME=PATH")
-        models[name] = load_model(name, path_obj)
-        log(f"model {name}: {path_obj} ({models[name].architecture})")
-    app = create_app(models, limits)
-    started = time.strftime("%H:%M:%S")
-    log(f"{started} serving {', '.join(models)} on http://{host}:{port}/ (Ctrl-C to stop)")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        timeout_keep_alive=keep_alive_s,
-        log_level="info",
-        access_log=True,
-        timeout_graceful_shutdown=10,
-    )

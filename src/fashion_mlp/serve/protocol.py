@@ -34,6 +34,15 @@ class ProtocolError(ValueError):
         self.status = status
 
 
+def parse_count(text: str, what: str) -> int:
+    """A whole number from a header or a query: ASCII digits only, at most 18 of them. (``str.isdigit``
+    also takes "²", which ``int`` refuses, and ``int`` takes "+1", " 1", "1_0" and "١".) Every number a
+    client sends us in a header or query goes through here."""
+    if not (0 < len(text) <= 18 and text.isascii() and text.isdigit()):
+        raise ProtocolError(f"{what} must be a whole number in ASCII digits, got {text[:40]!r}")
+    return int(text)
+
+
 @dataclass
 class InferRequest:
     pixels: np.ndarray  # float32 (N, 784), raw values 0-255
@@ -67,12 +76,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_rows: int) -
     if header_length is None:
         header, binary = body, b""
     else:
-        try:
-            n = int(header_length)
-        except ValueError:
-            raise ProtocolError(
-                f"Inference-Header-Content-Length is not an integer: {header_length!r}"
-            ) from None
+        n = parse_count(header_length, "Inference-Header-Content-Length")
         if not 0 < n <= len(body):
             raise ProtocolError(
                 f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes"
