@@ -1,6 +1,5 @@
 """docs/tutorial.ipynb runs top to bottom: a learner's path through the maths that cannot rot."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,9 @@ def test_the_tutorial_is_stored_without_outputs():
 @pytest.mark.slow
 def test_the_tutorial_runs_top_to_bottom(tmp_path):
     notebook = nbformat.read(TUTORIAL, as_version=4)
-    started = time.perf_counter()
     nbclient.NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
-    ).execute()
-    assert time.perf_counter() - started < 90
+    ).execute()  # each cell within 120 s: how fast it runs is not a test's business on a shared machine
     outputs = "".join(
         o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
     )

@@ -266,6 +266,7 @@ def serve(specs: list[str], host: str, port: int, limits: Limits, log: Callable[
         access_log=True,
         timeout_graceful_shutdown=10,
         lifespan="off",
+        ws="none",  # no WebSockets here: an Upgrade request is answered as plain HTTP
     )
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
