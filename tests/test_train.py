@@ -148,6 +148,7 @@ class Interrupt(Callback):
         {"centre_inputs": False},
         {"val_size": 0},
         {"hardest_of": 1},
+        {"conv": (4,), "augment": True, "dropout": 0.2},  # a CNN: batch norm's running averages too
     ],
 )
 def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):

@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__
 from .errors import InvalidValue
 from .files import atomic_write_bytes
-from .nn import MLP, Inference, state_shapes
+from .nn import MLP, Inference, Network, NetworkInference, state_shapes
 
 FORMAT = "fashion-mlp-checkpoint"
 FORMAT_VERSION = 1
@@ -39,7 +39,7 @@ class CheckpointError(InvalidValue):
 
 @dataclass
 class Checkpoint:
-    model: MLP
+    model: MLP | Network
     meta: dict[str, Any]  # format, version, architecture, normalisation, classes, config, metrics, ...
     optimizer_state: dict[str, np.ndarray]
 
@@ -47,6 +47,8 @@ class Checkpoint:
         """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
         predict, serve and the ONNX export all compute."""
         norm = self.meta["normalisation"]  # present and valid: load() refuses a file without it
+        if isinstance(self.model, Network):
+            return NetworkInference(self.model, float(norm["offset"]), float(norm["scale"]))
         return Inference(self.model, float(norm["offset"]), float(norm["scale"]))
 
 
@@ -72,9 +74,23 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def architecture(model: MLP | Network) -> dict[str, Any]:
+    """What a checkpoint records of the model's layers. A network: its layer records, which rebuild
+    it. An MLP: its sizes and settings, as checkpoints have recorded them from the start."""
+    if isinstance(model, Network):
+        return {"layers": model.records, "inputs": model.n_inputs, "classes": model.n_classes}
+    return {
+        "sizes": model.sizes,
+        "dropout": model.dropout,
+        "input_dropout": model.input_dropout,
+        "centred": model.centre is not None,
+        "activation": "relu",
+    }
+
+
 def save(
     path: str | Path,
-    model: MLP,
+    model: MLP | Network,
     meta: dict[str, Any],
     optimizer_state: dict[str, np.ndarray] | None = None,
 ) -> None:
@@ -90,13 +106,7 @@ def save(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "architecture": {
-            "sizes": model.sizes,
-            "dropout": model.dropout,
-            "input_dropout": model.input_dropout,
-            "centred": model.centre is not None,
-            "activation": "relu",
-        },
+        "architecture": architecture(model),
         "arrays": {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()},
         "sha256": _digest(arrays),
     }
@@ -114,7 +124,9 @@ def load(path: str | Path) -> Checkpoint:
     try:
         with zipfile.ZipFile(path) as archive:
             meta = _read_meta(archive, path)
-            arrays = _read_arrays(archive, meta, path)
+            network = _network(meta, path)
+            shapes = network.state_shapes() if network else state_shapes(*_sizes_and_centring(meta))
+            arrays = _read_arrays(archive, meta, path, shapes)
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, zlib.error,
@@ -125,6 +137,10 @@ def load(path: str | Path) -> Checkpoint:
     if _digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
     architecture = meta["architecture"]
+    if network is not None:
+        network.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
+        optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+        return Checkpoint(network, meta, optim)
     sizes = architecture["sizes"]
     try:
         model = MLP(
@@ -186,10 +202,17 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
             f"{path}: checkpoint format {meta.get('format_version')} is not supported "
             f"(this version reads format {FORMAT_VERSION}); upgrade fashion-mlp"
         )
-    sizes = meta.get("architecture", {}).get("sizes")
-    valid = isinstance(sizes, list) and len(sizes) >= 2
-    valid = valid and all(type(s) is int and 0 < s <= MAX_LAYER_WIDTH for s in sizes)
-    valid = valid and isinstance(meta["architecture"].get("centred", False), bool)
+    architecture = meta.get("architecture")
+    if not isinstance(architecture, dict):
+        raise CheckpointError(f"{path}: metadata has no valid architecture")
+    if "layers" in architecture:  # a network of layer records: checked as it is built (_network)
+        inputs = architecture.get("inputs")
+        valid = isinstance(architecture["layers"], list) and type(inputs) is int and 0 < inputs <= 1 << 20
+    else:
+        sizes = architecture.get("sizes")
+        valid = isinstance(sizes, list) and len(sizes) >= 2
+        valid = valid and all(type(s) is int and 0 < s <= MAX_LAYER_WIDTH for s in sizes)
+        valid = valid and isinstance(architecture.get("centred", False), bool)
     if not valid or not isinstance(meta.get("arrays"), dict):
         raise CheckpointError(f"{path}: metadata has no valid architecture")
     fault = normalisation_fault(meta)
@@ -203,8 +226,28 @@ def _centred(meta: dict[str, Any]) -> bool:
     return bool(meta["architecture"].get("centred", False))
 
 
-def _read_arrays(archive: zipfile.ZipFile, meta: dict[str, Any], path: Path) -> dict[str, np.ndarray]:
-    shapes = state_shapes(meta["architecture"]["sizes"], _centred(meta))
+def _network(meta: dict[str, Any], path: Path) -> Network | None:
+    """The network a checkpoint's layer records describe, built before its arrays are read (so that
+    their shapes can be checked against it), within a parameter budget; None for an MLP."""
+    architecture = meta["architecture"]
+    if "layers" not in architecture:
+        return None
+    try:
+        network = Network(architecture["layers"], architecture["inputs"], budget=MAX_ARRAY_ITEMS)
+    except (TypeError, ValueError, KeyError) as err:  # the metadata is not covered by the arrays' checksum
+        raise CheckpointError(f"{path}: metadata has no valid architecture ({err})") from None
+    if network.n_classes != architecture.get("classes"):
+        raise CheckpointError(f"{path}: metadata has no valid architecture (its classes disagree)")
+    return network
+
+
+def _sizes_and_centring(meta: dict[str, Any]) -> tuple[list[int], bool]:
+    return meta["architecture"]["sizes"], _centred(meta)
+
+
+def _read_arrays(
+    archive: zipfile.ZipFile, meta: dict[str, Any], path: Path, shapes: dict[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
     model_shapes = {f"model/{k}": v for k, v in shapes.items()}
     declared = meta["arrays"]
     members = {m.removesuffix(".npy") for m in archive.namelist()} - {META_KEY}

@@ -20,6 +20,7 @@ else:  # pragma: no cover - Python 3.10
 
 OPTIMIZERS = ("sgd", "adam")
 MAX_WIDTH = 16_384  # widest hidden layer: the widest a checkpoint may record
+MAX_CHANNELS, MAX_CONVS = 1024, 2  # a convolution's widest output; convolutions (each pools 2x2)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class TrainConfig:
     """
 
     hidden_sizes: tuple[int, ...] = (1024, 1024)
+    # Convolutions before the hidden layers, one width each: 3x3, batch norm, ReLU, 2x2 max pooling.
+    # Empty: a fully connected network (an MLP). With convolutions, each hidden layer has batch norm.
+    conv: tuple[int, ...] = ()
     init: str = "he"  # "small": N(0, 0.01^2), which reproduces the report's Table 1
     epochs: int = 32
     batch_size: int = 256
@@ -61,6 +65,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        object.__setattr__(self, "conv", tuple(int(c) for c in self.conv))
         for name, expected in FIELD_TYPES.items():  # infinity (or NaN) makes no sense for any setting
             value = getattr(self, name)
             if expected == "a number" and not math.isfinite(value):
@@ -68,6 +73,12 @@ class TrainConfig:
         checks = [
             (all(h >= 1 for h in self.hidden_sizes), "hidden sizes must be positive integers"),
             (all(h <= MAX_WIDTH for h in self.hidden_sizes), f"hidden sizes must be at most {MAX_WIDTH:,}"),
+            (all(1 <= c <= MAX_CHANNELS for c in self.conv), f"conv widths must be 1 to {MAX_CHANNELS:,}"),
+            (
+                len(self.conv) <= MAX_CONVS,
+                f"at most {MAX_CONVS} convolutions: each halves 28x28, and 7 is odd",
+            ),
+            (not self.conv or self.input_dropout == 0, "input dropout is for fully connected networks"),
             (self.init in INITS, f"init must be one of {', '.join(INITS)}"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch size must be at least 1"),
@@ -100,6 +111,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["hidden_sizes"] = list(self.hidden_sizes)
+        values["conv"] = list(self.conv)
         return values
 
     @classmethod
@@ -143,6 +155,7 @@ class TrainConfig:
 
 FIELD_TYPES = {
     "hidden_sizes": "a list of integers",
+    "conv": "a list of integers",
     "init": "a string",
     "epochs": "an integer",
     "batch_size": "an integer",
@@ -171,7 +184,7 @@ FIELD_TYPES = {
 
 
 # Settings added after configs were first recorded, and the value a config without them meant.
-BEFORE_IT_EXISTED: dict[str, Any] = {"hardest_of": 1}
+BEFORE_IT_EXISTED: dict[str, Any] = {"hardest_of": 1, "conv": []}
 
 
 def field_names() -> list[str]:

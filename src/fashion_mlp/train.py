@@ -16,7 +16,18 @@ from .config import TrainConfig
 from .data import CLASS_NAMES, IMAGE_SIDE, Dataset, augment_batch
 from .errors import InvalidValue
 from .evaluation import evaluate
-from .nn import MLP, SGD, Adam, Optimizer, Schedule, cross_entropy, example_losses, softmax_cross_entropy
+from .nn import (
+    MLP,
+    SGD,
+    Adam,
+    Network,
+    Optimizer,
+    Schedule,
+    cnn_records,
+    cross_entropy,
+    example_losses,
+    softmax_cross_entropy,
+)
 
 N_INPUTS, N_CLASSES = IMAGE_SIDE * IMAGE_SIDE, len(CLASS_NAMES)  # Fashion-MNIST's, the default sizes
 
@@ -79,11 +90,23 @@ def build_model(
     mean: np.ndarray | None = None,
     n_inputs: int = N_INPUTS,
     n_classes: int = N_CLASSES,
-) -> MLP:
+) -> MLP | Network:
     """The config's network for n_inputs features and n_classes classes (Fashion-MNIST's unless told);
     ``mean`` is the input mean it subtracts when config.centre_inputs."""
     if config.centre_inputs and mean is None:
         raise InvalidValue("a model that centres its inputs needs their mean")
+    if config.conv:
+        if n_inputs != N_INPUTS:
+            raise InvalidValue(f"convolutions take 28x28 images; these inputs have {n_inputs} features")
+        records = cnn_records(
+            (IMAGE_SIDE, IMAGE_SIDE, 1),
+            config.conv,
+            config.hidden_sizes,
+            n_classes,
+            config.dropout,
+            centred=config.centre_inputs,
+        )
+        return Network(records, n_inputs, rng, input_mean=mean if config.centre_inputs else None)
     return MLP(
         [n_inputs, *config.hidden_sizes, n_classes],
         rng,

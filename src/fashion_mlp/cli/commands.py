@@ -44,8 +44,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = state.config
     else:
         overrides = {name: getattr(args, name) for name in CONFIG_FLAGS}
-        if overrides["hidden_sizes"] is not None:
-            overrides["hidden_sizes"] = tuple(overrides["hidden_sizes"])
+        for name in ("hidden_sizes", "conv"):
+            if overrides[name] is not None:
+                overrides[name] = tuple(overrides[name])
         config = make_config(args.preset, args.config, **overrides)
         run_dir = runs.new_run_dir(args.runs_dir, args.name)
     dataset = _load_data(args, config.val_size, config.split_seed)
@@ -270,24 +271,37 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_gradcheck(args: argparse.Namespace) -> int:
-    from ..nn import MLP, TOLERANCE, check_gradients
+    from ..config import PRESETS
+    from ..nn import MLP, TOLERANCE, Network, check_gradients, cnn_records
 
+    preset = PRESETS[args.preset]
+    hidden = preset.hidden_sizes if args.hidden is None else tuple(args.hidden)
+    conv = preset.conv if args.conv is None else tuple(args.conv)
+    dropout = preset.dropout if args.dropout is None else args.dropout
+    centred = preset.centre_inputs if args.centre_inputs is None else args.centre_inputs
     rng = np.random.default_rng(args.seed)
-    sizes = [784, *args.hidden, 10]
-    mean = rng.uniform(-1, 0, 784) if args.centre_inputs else None
-    model = MLP(sizes, rng, dropout=args.dropout, dtype=np.float64, input_mean=mean)
+    mean = rng.uniform(-1, 0, 784) if centred else None
+    model: MLP | Network
+    if conv:
+        records = cnn_records((28, 28, 1), conv, hidden, 10, dropout, centred=centred)
+        model = Network(records, 784, rng, dtype=np.float64, input_mean=mean)
+        shape = model.describe()
+    else:
+        model = MLP([784, *hidden, 10], rng, dropout=dropout, dtype=np.float64, input_mean=mean)
+        shape = "-".join(map(str, model.sizes))
     for p in model.parameters():
         p.value += 0.01 * rng.standard_normal(p.value.shape)  # non-zero biases, as after training
     x = rng.uniform(-1, 1, (args.batch, 784))
     y = rng.integers(0, 10, args.batch)
-    setup = f"dropout {args.dropout}" + (", centred inputs" if args.centre_inputs else "")
+    setup = f"dropout {dropout}" + (", centred inputs" if centred else "")
     if args.label_smoothing:
         setup += f", label smoothing {args.label_smoothing}"
-    print(f"gradient check of {'-'.join(map(str, sizes))} ({setup}) on {args.batch} random images, float64")
+    print(f"gradient check of {shape} ({setup}) on {args.batch} random images, float64")
     results = check_gradients(model, x, y, args.label_smoothing, args.entries, rng=rng)
     for r in results:
         what = "dLoss/dinput (whole network)" if r.name == "input" else r.name
         verdict = "PASS" if r.passed else "FAIL"
+        verdict += f" ({r.kinks} at a kink, left out)" if r.kinks else ""
         print(
             f"  {what:<30} {r.entries:>6} entries  max relative error {r.max_relative_error:.2e}  {verdict}"
         )

@@ -112,29 +112,36 @@ def build_parser() -> Parser:
         "entries of every parameter, and dLoss/dinput through the whole network. Prints each one's largest "
         "relative error and PASS or FAIL; exits 1 if any fails.",
     )
-    defaults = PRESETS["default"]
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="default",
+        help="the architecture of this preset of train (default: default); the flags below override it",
+    )
     p.add_argument(
         "--hidden",
         type=_int_in(1, 16384),
         nargs="+",
-        default=list(defaults.hidden_sizes),
         metavar="N",
-        help="hidden layer widths (default: the default preset's, "
-        + " ".join(map(str, defaults.hidden_sizes))
-        + ")",
+        help="hidden layer widths (default: the preset's)",
+    )
+    p.add_argument(
+        "--conv",
+        type=_int_in(1, 1024),
+        nargs="*",
+        metavar="N",
+        help="convolution widths, as train's --conv (default: the preset's; --conv alone: none)",
     )
     p.add_argument(
         "--dropout",
         type=_float_in(0.0, 0.99),
-        default=defaults.dropout,
         metavar="P",
-        help=f"dropout rate after each hidden layer, masks held fixed (default {defaults.dropout})",
+        help="dropout rate after each hidden layer, masks held fixed (default: the preset's)",
     )
     p.add_argument(
         "--centre-inputs",
         action=argparse.BooleanOptionalAction,
-        default=defaults.centre_inputs,
-        help="subtract an input mean first, as the default preset does (default: on)",
+        help="subtract an input mean first (default: as the preset does)",
     )
     p.add_argument(
         "--label-smoothing",
@@ -321,6 +328,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="hidden layer widths, e.g. --hidden 128 128 (two ReLU layers)",
     )
     net.add_argument(
+        "--conv",
+        type=_int_in(1, 1024),
+        nargs="*",
+        metavar="N",
+        help="convolutions before the hidden layers, one width each, e.g. --conv 32 64: each a 3x3 "
+        "convolution, batch norm, ReLU and 2x2 max pooling; at most 2. With them, each hidden layer "
+        "has batch norm too. --conv alone: none, a fully connected network",
+    )
+    net.add_argument(
         "--init", choices=list(INITS), help="weight initialisation: he, or small = N(0, 0.01^2) as the report"
     )
     net.add_argument("--epochs", type=int, help="passes over the training set")
@@ -459,6 +475,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 CONFIG_FLAGS = (
     "hidden_sizes",
+    "conv",
     "init",
     "epochs",
     "batch_size",

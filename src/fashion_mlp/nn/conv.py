@@ -8,11 +8,18 @@ transposed into place on every forward, and the gradient back out of it on every
 Fashion-MNIST row of 784 pixels reshapes to (28, 28, 1) for free, and a flattened NHWC map is a
 plain reshape too.
 
-**im2col as a loop over the kernel's offsets, never over pixels or images.** For a 3×3 kernel the
-columns are 9 shifted slices of the zero-padded input, each copied with one NumPy assignment;
-col2im is the same loop with ``+=`` (Chainer's ``im2col_cpu``/``col2im_cpu``). Each pass of a
-convolution is then one BLAS product (forward) or two (backward: the weight's gradient and the
-input's).
+**im2col, never a loop over pixels or images.** The columns are the k·k shifted slices of the
+zero-padded input, one per kernel offset (Chainer's ``im2col_cpu`` loops over them). Here NumPy's
+``sliding_window_view`` names all k·k slices at once as a view, and one copy writes the columns: a
+single call, whose inner loop moves k·C contiguous values at a time (four times faster than nine
+assignments of C values each). Each pass of a convolution is then one BLAS product (forward) or two
+(backward: the weight's gradient and the input's).
+
+**The input's gradient is a convolution too.** col2im, the adjoint of im2col, adds each column back
+where it came from: nine overlapping additions. Equivalently, the input's gradient is the output's
+gradient, zero-padded, convolved with the kernel turned 180° and its input and output channels
+swapped. That is im2col of the gradient and one product, which is what ``backward`` does; ``col2im``
+is kept below for reading, and the tests check the two agree.
 
 Each layer follows layers.py's contract: ``forward`` caches what ``backward`` needs, ``backward``
 returns dLoss/dInput and fills its parameters' gradients, ``keep_rows`` narrows the cache to some
@@ -22,6 +29,7 @@ images of the batch. In training, outputs live in arrays the layer reuses from s
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .layers import Layer, Parameter
 
@@ -56,6 +64,28 @@ class Flatten(Layer):
     def backward(self, grad: np.ndarray) -> np.ndarray:
         assert self._shape is not None, "backward() called before forward()"
         return grad.reshape(len(grad), *self._shape)
+
+
+def im2col(padded: np.ndarray, k: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The k×k patches of a zero-padded (N, H+k-1, W+k-1, C) batch as (N, H, W, k, k, C): row
+    (n, y, x) of the columns holds the patch whose top-left corner is padded[n, y, x]."""
+    windows = sliding_window_view(padded, (k, k), axis=(1, 2))  # (N, H, W, C, k, k), a view
+    windows = windows.transpose(0, 1, 2, 4, 5, 3)
+    if out is None:
+        return windows.copy()
+    np.copyto(out, windows)
+    return out
+
+
+def col2im(cols: np.ndarray) -> np.ndarray:
+    """The adjoint of im2col: each patch added back where it came from, (N, H, W, k, k, C) to the
+    padded (N, H+k-1, W+k-1, C). A loop over the kernel's offsets, never over pixels."""
+    n, h, w, k, _, c = cols.shape
+    padded = np.zeros((n, h + k - 1, w + k - 1, c), cols.dtype)
+    for dy in range(k):
+        for dx in range(k):
+            padded[:, dy : dy + h, dx : dx + w, :] += cols[:, :, :, dy, dx, :]
+    return padded
 
 
 class Conv2d(Layer):
@@ -94,13 +124,13 @@ class Conv2d(Layer):
         self.needs_input_grad = needs_input_grad  # the first layer's input is the data
         self._cols: np.ndarray | None = None  # (N, H, W, k, k, C): the patches of the last forward
 
-    def _padded(self, x: np.ndarray, training: bool) -> np.ndarray:
+    def _padded(self, name: str, x: np.ndarray, training: bool) -> np.ndarray:
         """x inside a border of zeros, (k-1)/2 wide; in training, in an array whose border stays zero."""
         n, h, w, c = x.shape
         p = self.kernel // 2
         shape = (n, h + 2 * p, w + 2 * p, c)
-        fresh = self._buffers.get("padded")
-        padded = self._buffer("padded", shape, x.dtype) if training else np.empty(shape, x.dtype)
+        fresh = self._buffers.get(name)
+        padded = self._buffer(name, shape, x.dtype) if training else np.empty(shape, x.dtype)
         if not training or padded is not fresh:  # a new array: zero it once, then only its inside is written
             padded.fill(0)
         padded[:, p : p + h, p : p + w, :] = x
@@ -111,12 +141,10 @@ class Conv2d(Layer):
         if c != self.in_channels:
             raise ValueError(f"{self.weight.name}: expected {self.in_channels} channels, got {c}")
         k = self.kernel
-        padded = self._padded(x, training)
+        padded = self._padded("padded", x, training)
         shape = (n, h, w, k, k, c)
         cols = self._buffer("cols", shape, x.dtype) if training else np.empty(shape, x.dtype)
-        for dy in range(k):  # im2col: one shifted slice per kernel offset
-            for dx in range(k):
-                cols[:, :, :, dy, dx, :] = padded[:, dy : dy + h, dx : dx + w, :]
+        im2col(padded, k, out=cols)
         self._cols = cols if training else None
         out_shape = (n * h * w, self.out_channels)
         out = self._buffer("out", out_shape, x.dtype) if training else None
@@ -138,16 +166,15 @@ class Conv2d(Layer):
             np.sum(rows, axis=0, out=self.bias.grad)
         if not self.needs_input_grad:
             return None
-        grad_cols = self._buffer("grad_cols", (n * h * w, k * k * c), grad.dtype)
-        np.matmul(rows, self._matrix().T, out=grad_cols)
-        grad_cols6 = grad_cols.reshape(n, h, w, k, k, c)
-        p = k // 2
-        grad_padded = self._buffer("grad_padded", (n, h + 2 * p, w + 2 * p, c), grad.dtype)
-        grad_padded.fill(0)
-        for dy in range(k):  # col2im: the same loop, adding each offset's share back
-            for dx in range(k):
-                grad_padded[:, dy : dy + h, dx : dx + w, :] += grad_cols6[:, :, :, dy, dx, :]
-        return grad_padded[:, p : p + h, p : p + w, :]
+        # The input's gradient: the output's gradient convolved with the kernel turned 180 degrees,
+        # its channels swapped: (k, k, F, C). The same as col2im(rows @ W.T), in one product.
+        f = self.out_channels
+        turned = self.weight.value[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * f, c)
+        grad_padded = self._padded("grad_padded", grad.reshape(n, h, w, f), True)
+        grad_cols = im2col(grad_padded, k, out=self._buffer("grad_cols", (n, h, w, k, k, f), grad.dtype))
+        grad_in = self._buffer("grad_in", (n * h * w, c), grad.dtype)
+        np.matmul(grad_cols.reshape(n * h * w, k * k * f), turned, out=grad_in)
+        return grad_in.reshape(n, h, w, c)
 
     def keep_rows(self, rows: np.ndarray) -> None:
         assert self._cols is not None, "keep_rows() called before a training forward()"
@@ -161,48 +188,53 @@ class MaxPool2d(Layer):
     """2×2 max pooling, stride 2: (N, H, W, C) to (N, H/2, W/2, C), H and W even.
 
     The gradient goes to the maximum of each window, and only to it: where several values tie, to
-    the first in reading order, so the gradient of the input sums to that of the output.
+    the first in reading order, so that the input's gradient sums to the output's. The window's
+    maximum is taken in two steps, each a maximum of two: across each pair of columns, then across
+    each pair of rows. Each step remembers which side won (the first on a tie), and the backward
+    sends the gradient the same way back: two boolean arrays, no index arithmetic.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._route: np.ndarray | None = None  # (N, H/2, 2, W/2, 2, C) bool: which input was the max
+        self._left: np.ndarray | None = None  # (N, H, W/2, C): the left column won its pair
+        self._top: np.ndarray | None = None  # (N, H/2, W/2, C): the top row won its pair
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         n, h, w, c = x.shape
         if h % 2 or w % 2:
             raise ValueError(f"2x2 pooling needs an even height and width, got {h}x{w}")
-        windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
-        corners = [windows[:, :, i, :, j, :] for i in (0, 1) for j in (0, 1)]
-        shape = (n, h // 2, w // 2, c)
+        pairs = x.reshape(n, h, w // 2, 2, c)
+        left, right = pairs[:, :, :, 0, :], pairs[:, :, :, 1, :]
+        rows_shape, shape = (n, h, w // 2, c), (n, h // 2, w // 2, c)
+        across = self._buffer("across", rows_shape, x.dtype) if training else np.empty(rows_shape, x.dtype)
+        np.maximum(left, right, out=across)
+        rows = across.reshape(n, h // 2, 2, w // 2, c)
+        top, bottom = rows[:, :, 0], rows[:, :, 1]
         out = self._buffer("out", shape, x.dtype) if training else np.empty(shape, x.dtype)
-        np.maximum(corners[0], corners[1], out=out)
-        np.maximum(out, corners[2], out=out)
-        np.maximum(out, corners[3], out=out)
+        np.maximum(top, bottom, out=out)
         if not training:
-            self._route = None
+            self._left = self._top = None
             return out
-        route = self._buffer("route", windows.shape, np.dtype(bool))
-        taken = self._buffer("taken", shape, np.dtype(bool))
-        taken.fill(False)
-        for (i, j), corner in zip(((0, 0), (0, 1), (1, 0), (1, 1)), corners):
-            chosen = route[:, :, i, :, j, :]
-            np.equal(corner, out, out=chosen)
-            chosen &= ~taken  # a tie goes to the first maximum only
-            taken |= chosen
-        self._route = route
+        self._left = np.greater_equal(left, right, out=self._buffer("left", rows_shape, np.dtype(bool)))
+        self._top = np.greater_equal(top, bottom, out=self._buffer("top", shape, np.dtype(bool)))
         return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._route is not None, "backward() called before a training forward()"
-        n, h2, _, w2, _, c = self._route.shape
-        grad_in = self._buffer("grad_in", self._route.shape, grad.dtype)
-        np.multiply(self._route, grad[:, :, None, :, None, :], out=grad_in)
-        return grad_in.reshape(n, 2 * h2, 2 * w2, c)
+        assert self._left is not None and self._top is not None, "backward() before a training forward()"
+        n, h, w2, c = self._left.shape
+        rows = self._buffer("grad_rows", (n, h // 2, 2, w2, c), grad.dtype)
+        np.multiply(grad, self._top, out=rows[:, :, 0])
+        np.subtract(grad, rows[:, :, 0], out=rows[:, :, 1])
+        rows = rows.reshape(n, h, w2, c)
+        grad_in = self._buffer("grad_in", (n, h, w2, 2, c), grad.dtype)
+        np.multiply(rows, self._left, out=grad_in[:, :, :, 0])
+        np.subtract(rows, grad_in[:, :, :, 0], out=grad_in[:, :, :, 1])
+        return grad_in.reshape(n, h, 2 * w2, c)
 
     def keep_rows(self, rows: np.ndarray) -> None:
-        assert self._route is not None, "keep_rows() called before a training forward()"
-        self._route = self._rows("route_rows", self._route, rows)
+        assert self._left is not None and self._top is not None, "keep_rows() before a training forward()"
+        self._left = self._rows("left_rows", self._left, rows)
+        self._top = self._rows("top_rows", self._top, rows)
 
 
 class BatchNorm(Layer):
@@ -212,7 +244,7 @@ class BatchNorm(Layer):
     Training uses the batch's mean and (biased) variance, and folds them into running averages,
     ``running = (1 - momentum) · running + momentum · batch`` (the variance unbiased, as PyTorch
     does); inference uses the running averages. The backward is the closed form,
-    dx = (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂)) / sqrt(var + eps), with dx̂ = dy · gamma.
+    dx = gamma / sqrt(var + eps) · (dy - mean(dy) - x̂ · mean(dy · x̂)).
 
     ``keep_rows``: the statistics stay those of the whole batch the forward saw; the backward then
     takes the kept rows as its batch (its means over them alone).
@@ -237,9 +269,16 @@ class BatchNorm(Layer):
         self.running_mean = np.zeros(features, dtype=dtype)
         self.running_var = np.ones(features, dtype=dtype)
         self.name = name
-        self._normalised: np.ndarray | None = None  # x̂ of the last training forward, (rows, features)
+        self._centred: np.ndarray | None = None  # x - mean of the last training forward, (rows, features)
         self._inv_std: np.ndarray | None = None
         self._images = 0  # the batch size of the last training forward
+
+    def _ones(self, n: int, dtype: np.dtype) -> np.ndarray:
+        """A vector of n ones: a sum over rows as a matrix-vector product, BLAS's fastest reduction."""
+        ones = self._buffers.get("ones")
+        if ones is None or ones.shape != (n,) or ones.dtype != dtype:
+            ones = self._buffers["ones"] = np.ones(n, dtype)
+        return ones
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[-1] != self.features:
@@ -250,45 +289,43 @@ class BatchNorm(Layer):
             out = flat * scale + (self.beta.value - self.running_mean * scale)
             return out.reshape(x.shape).astype(x.dtype, copy=False)
         n, self._images = len(flat), len(x)
-        mean = flat.mean(axis=0)
-        normalised = self._buffer("normalised", flat.shape, x.dtype)
-        np.subtract(flat, mean, out=normalised)
-        var = np.einsum("ij,ij->j", normalised, normalised) / n
+        mean = (self._ones(n, x.dtype) @ flat) / n
+        centred = self._buffer("centred", flat.shape, x.dtype)
+        np.subtract(flat, mean, out=centred)
+        var = np.einsum("ij,ij->j", centred, centred) / n
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        normalised *= inv_std
-        self._normalised, self._inv_std = normalised, inv_std
+        self._centred, self._inv_std = centred, inv_std
         m = self.momentum
         self.running_mean *= 1 - m
         self.running_mean += m * mean
         self.running_var *= 1 - m
         self.running_var += m * var * (n / max(n - 1, 1))
         out = self._buffer("out", flat.shape, x.dtype)
-        np.multiply(normalised, self.gamma.value, out=out)
+        np.multiply(centred, self.gamma.value * inv_std, out=out)
         out += self.beta.value
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._normalised is not None and self._inv_std is not None, "backward() before forward()"
+        assert self._centred is not None and self._inv_std is not None, "backward() before forward()"
         shape = grad.shape
         rows = grad.reshape(-1, self.features)
-        normalised = self._normalised
-        np.sum(rows, axis=0, out=self.beta.grad)
-        np.einsum("ij,ij->j", rows, normalised, out=self.gamma.grad)
-        n = len(rows)
-        # dx̂ = dy·gamma; dx = (dx̂ - mean(dx̂) - x̂·mean(dx̂·x̂)) · inv_std, written with the sums above
-        scale = self.gamma.value * self._inv_std
+        centred, inv_std, n = self._centred, self._inv_std, len(rows)
+        np.matmul(self._ones(n, rows.dtype), rows, out=self.beta.grad)  # sum(dy)
+        np.einsum("ij,ij->j", rows, centred, out=self.gamma.grad)
+        self.gamma.grad *= inv_std  # sum(dy · x̂)
+        # dx = scale · (dy - sum(dy) / n - centred · inv_std · sum(dy · x̂) / n), scale = gamma · inv_std
+        scale = self.gamma.value * inv_std
         grad_in = self._buffer("grad_in", rows.shape, grad.dtype)
-        np.multiply(normalised, self.gamma.grad / n, out=grad_in)
-        np.subtract(rows, grad_in, out=grad_in)
-        grad_in -= self.beta.grad / n
-        grad_in *= scale
+        np.multiply(centred, -scale * inv_std * self.gamma.grad / n, out=grad_in)
+        grad_in -= scale * self.beta.grad / n
+        grad_in += np.multiply(rows, scale, out=self._buffer("scaled", rows.shape, grad.dtype))
         return grad_in.reshape(shape)
 
     def keep_rows(self, rows: np.ndarray) -> None:
-        assert self._normalised is not None, "keep_rows() called before a training forward()"
-        per_image = len(self._normalised) // self._images  # H·W positions of a map, or 1 for rows
-        maps = self._normalised.reshape(self._images, per_image, self.features)
-        self._normalised = self._rows("normalised_rows", maps, rows).reshape(-1, self.features)
+        assert self._centred is not None, "keep_rows() called before a training forward()"
+        per_image = len(self._centred) // self._images  # H·W positions of a map, or 1 for rows
+        maps = self._centred.reshape(self._images, per_image, self.features)
+        self._centred = self._rows("centred_rows", maps, rows).reshape(-1, self.features)
         self._images = len(rows)
 
     def state(self) -> dict[str, np.ndarray]:

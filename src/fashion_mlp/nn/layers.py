@@ -76,27 +76,34 @@ class Linear(Layer):
         dtype: type = np.float32,
         needs_input_grad: bool = True,
         std: float | None = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         std = np.sqrt(2.0 / in_features) if std is None else std
         weight = (rng.standard_normal((in_features, out_features)) * std).astype(dtype)
         self.weight = Parameter(f"{name}.weight", weight, decay=True)
-        self.bias = Parameter(f"{name}.bias", np.zeros(out_features, dtype=dtype), decay=False)
+        # bias=False where batch norm follows, whose shift makes a bias redundant (its gradient is 0)
+        self.bias = (
+            Parameter(f"{name}.bias", np.zeros(out_features, dtype=dtype), decay=False) if bias else None
+        )
+        self.out_features = out_features
         # The first layer's input is the data: its gradient is never used, so skip that matmul.
         self.needs_input_grad = needs_input_grad
         self._input: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._input = x
-        out = self._buffer("out", (len(x), self.bias.value.size), x.dtype) if training else None
+        out = self._buffer("out", (len(x), self.out_features), x.dtype) if training else None
         out = np.matmul(x, self.weight.value, out=out)
-        out += self.bias.value
+        if self.bias is not None:
+            out += self.bias.value
         return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         assert self._input is not None, "backward() called before forward()"
         np.matmul(self._input.T, grad, out=self.weight.grad)
-        np.sum(grad, axis=0, out=self.bias.grad)
+        if self.bias is not None:
+            np.sum(grad, axis=0, out=self.bias.grad)
         if not self.needs_input_grad:
             return None
         grad_in = self._buffer("grad_in", self._input.shape, grad.dtype)
@@ -107,7 +114,7 @@ class Linear(Layer):
         self._input = self._rows("input_rows", self._input, rows)
 
     def parameters(self) -> list[Parameter]:
-        return [self.weight, self.bias]
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
 
 
 class Centre(Layer):

@@ -85,7 +85,9 @@ def load_model(name: str, path: Path) -> Model:
     if len(names) != sizes[-1]:
         raise InvalidValue(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
     accuracy = _test_accuracy(path)
-    return Model(name, Path(path), loaded.inference(), names, accuracy, "-".join(map(str, sizes)))
+    describe = getattr(loaded.model, "describe", None)  # a network of layers names its own
+    architecture = describe() if describe else "-".join(map(str, sizes))
+    return Model(name, Path(path), loaded.inference(), names, accuracy, architecture)
 
 
 def _test_accuracy(path: Path) -> float | None:

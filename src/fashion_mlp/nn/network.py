@@ -1,0 +1,310 @@
+"""A network as a sequence of layers, built from a list of layer records: the architecture is data.
+
+A record is ``{"kind": ..., settings}``, for example ``{"kind": "conv", "out": 32, "kernel": 3}``.
+``Network(records, ...)`` builds one layer per record through ``BUILDERS``, a table keyed by kind;
+``network.records`` gives the records back, sizes filled in, which is what a checkpoint stores and
+what rebuilds the network. Adding a layer kind is one class and one row of the table.
+
+``cnn_records`` writes the records of the convolutional networks the config describes: for each
+width of ``conv``, a 3×3 convolution without bias, 2×2 max pooling, batch norm and ReLU; then, for
+each width of ``hidden``, a fully connected layer, batch norm, ReLU and dropout; then the classes.
+Pooling comes straight after the convolution: ReLU commutes with max pooling, and so does batch
+norm's per-channel scaling when gamma is positive, so the order changes little but the statistics,
+now over the pooled map; and batch norm and ReLU then run on a quarter of the values. (Measured:
+conv-BN-ReLU-pool spent 22 ms of an 88 ms step in the first batch norm and ReLU alone.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
+from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
+from .losses import softmax
+
+Record = dict[str, Any]
+MAX_RECORDS = 64
+
+
+def cnn_records(
+    image: tuple[int, int, int],
+    conv: Sequence[int],
+    hidden: Sequence[int],
+    n_classes: int,
+    dropout: float = 0.0,
+    kernel: int = 3,
+    centred: bool = False,
+) -> list[Record]:
+    """The records of a convolutional network for (height, width, channels) images."""
+    height, width, channels = image
+    records: list[Record] = [{"kind": "centre"}] if centred else []
+    records.append({"kind": "image", "height": height, "width": width, "channels": channels})
+    for out in conv:  # pooled before batch norm and ReLU, which then cost a quarter (see docstring)
+        records += [
+            {"kind": "conv", "out": int(out), "kernel": kernel, "bias": False},
+            {"kind": "maxpool"},
+            {"kind": "batchnorm"},
+            {"kind": "relu"},
+        ]
+    records.append({"kind": "flatten"})
+    for out in hidden:
+        records += [
+            {"kind": "linear", "out": int(out), "bias": False},
+            {"kind": "batchnorm"},
+            {"kind": "relu"},
+        ]
+        if dropout > 0:
+            records.append({"kind": "dropout", "rate": float(dropout)})
+    records.append({"kind": "linear", "out": int(n_classes)})
+    return records
+
+
+class _Builder:
+    """Builds the layers in order, tracking the shape that flows between them (without the batch)."""
+
+    def __init__(self, n_inputs: int, rng: np.random.Generator, dtype: type, budget: int | None) -> None:
+        self.shape: tuple[int, ...] = (n_inputs,)
+        self.rng, self.dtype = rng, dtype
+        self.counts: dict[str, int] = {}
+        self.first_weighted = True
+        self.budget = budget  # most parameters the records may ask for (None: no limit)
+
+    def spend(self, n: int) -> None:
+        """Count n parameters against the budget before they are allocated."""
+        if self.budget is not None:
+            self.budget -= n
+            if self.budget < 0:
+                raise ValueError("the layers ask for more parameters than the limit allows")
+
+    def name(self, prefix: str) -> str:
+        self.counts[prefix] = self.counts.get(prefix, 0) + 1
+        return f"{prefix}{self.counts[prefix]}"
+
+
+def _image(b: _Builder, r: Record) -> Layer:
+    shape = (_positive(r, "height"), _positive(r, "width"), _positive(r, "channels"))
+    if int(np.prod(shape)) != int(np.prod(b.shape)):
+        raise ValueError(f"an image of {shape} does not hold {int(np.prod(b.shape))} inputs")
+    b.shape = shape
+    return Image(*shape)
+
+
+def _centre(b: _Builder, r: Record) -> Layer:
+    b.spend(int(np.prod(b.shape)))
+    return Centre(np.zeros(int(np.prod(b.shape)), dtype=b.dtype))
+
+
+def _conv(b: _Builder, r: Record) -> Layer:
+    if len(b.shape) != 3:
+        raise ValueError("a convolution needs images: put an 'image' record first")
+    out, kernel, bias = _positive(r, "out"), _positive(r, "kernel"), r.get("bias", True)
+    if not isinstance(bias, bool):
+        raise ValueError(f"a convolution's bias must be true or false, got {bias!r}")
+    b.spend(kernel * kernel * b.shape[2] * out + out)
+    layer = Conv2d(b.shape[2], out, kernel, b.rng, b.name("conv"), b.dtype, bias, not b.first_weighted)
+    b.first_weighted = False
+    b.shape = (*b.shape[:2], out)
+    return layer
+
+
+def _batchnorm(b: _Builder, r: Record) -> Layer:
+    b.spend(4 * b.shape[-1])
+    return BatchNorm(b.shape[-1], b.name("bn"), b.dtype)
+
+
+def _maxpool(b: _Builder, r: Record) -> Layer:
+    if len(b.shape) != 3 or b.shape[0] % 2 or b.shape[1] % 2:
+        raise ValueError(f"2x2 pooling needs images of even height and width, got {b.shape}")
+    b.shape = (b.shape[0] // 2, b.shape[1] // 2, b.shape[2])
+    return MaxPool2d()
+
+
+def _flatten(b: _Builder, r: Record) -> Layer:
+    b.shape = (int(np.prod(b.shape)),)
+    return Flatten()
+
+
+def _linear(b: _Builder, r: Record) -> Layer:
+    if len(b.shape) != 1:
+        raise ValueError("a fully connected layer needs rows: put a 'flatten' record first")
+    out, bias = _positive(r, "out"), r.get("bias", True)
+    if not isinstance(bias, bool):
+        raise ValueError(f"a fully connected layer's bias must be true or false, got {bias!r}")
+    b.spend(b.shape[0] * out + out)
+    layer = Linear(
+        b.shape[0], out, b.rng, b.name("fc"), b.dtype, needs_input_grad=not b.first_weighted, bias=bias
+    )
+    b.first_weighted = False
+    b.shape = (out,)
+    return layer
+
+
+def _dropout(b: _Builder, r: Record) -> Layer:
+    rate = r.get("rate")
+    if type(rate) not in (int, float) or not 0 <= rate < 1:
+        raise ValueError(f"a dropout rate must be a number in [0, 1), got {rate!r}")
+    return Dropout(float(rate), b.rng)
+
+
+def _positive(record: Record, key: str) -> int:
+    value = record.get(key)
+    if type(value) is not int or not 0 < value <= 1 << 16:
+        raise ValueError(f"a {record.get('kind')} layer's {key!r} must be a positive integer, got {value!r}")
+    return value
+
+
+BUILDERS: dict[str, Callable[[_Builder, Record], Layer]] = {
+    "image": _image,
+    "centre": _centre,
+    "conv": _conv,
+    "batchnorm": _batchnorm,
+    "relu": lambda b, r: ReLU(),
+    "maxpool": _maxpool,
+    "flatten": _flatten,
+    "linear": _linear,
+    "dropout": _dropout,
+}
+
+
+class Network:
+    """Layers built from ``records`` for rows of ``n_inputs`` features; the last record's output
+    is the logits. The same methods as ``MLP``: forward, backward, keep_rows, logits, predict,
+    predict_proba, parameters, state_dict, load_state_dict. ``budget`` caps the parameters the
+    records may ask for, checked before anything is allocated (for records read from a file)."""
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        n_inputs: int,
+        rng: np.random.Generator | None = None,
+        dtype: type = np.float32,
+        input_mean: np.ndarray | None = None,
+        budget: int | None = None,
+    ) -> None:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if not isinstance(records, (list, tuple)) or not 0 < len(records) <= MAX_RECORDS:
+            raise ValueError(f"a network is a list of 1 to {MAX_RECORDS} layer records")
+        builder = _Builder(int(n_inputs), rng, dtype, budget)
+        self.layers: list[Layer] = []
+        for record in records:
+            if not isinstance(record, dict) or record.get("kind") not in BUILDERS:
+                kind = record.get("kind") if isinstance(record, dict) else record
+                raise ValueError(f"unknown layer kind {kind!r}; the kinds are {', '.join(BUILDERS)}")
+            self.layers.append(BUILDERS[record["kind"]](builder, record))
+        if records[-1].get("kind") != "linear":
+            raise ValueError("a network must end in a fully connected layer giving the logits")
+        self.records = [dict(r) for r in records]
+        self.n_inputs, self.n_classes = int(n_inputs), builder.shape[0]
+        self.sizes = [self.n_inputs, self.n_classes]  # the inputs and classes, as MLP.sizes begins and ends
+        self.dtype = np.dtype(dtype)
+        self.centre = next((layer for layer in self.layers if isinstance(layer, Centre)), None)
+        if input_mean is not None:
+            if self.centre is None:
+                raise ValueError("an input mean was given, but the network has no 'centre' record")
+            self.centre.mean[...] = input_mean
+
+    def describe(self) -> str:
+        """One line, e.g. conv32-pool-conv64-pool-fc256-fc10."""
+        parts = []
+        for layer in self.layers:
+            if isinstance(layer, Conv2d):
+                parts.append(f"conv{layer.kernel}x{layer.kernel}({layer.out_channels})")
+            elif isinstance(layer, MaxPool2d):
+                parts.append("pool")
+            elif isinstance(layer, Linear):
+                parts.append(f"fc{layer.out_features}")
+        return "-".join(parts)
+
+    def parameters(self) -> list[Parameter]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad: np.ndarray) -> None:
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)  # type: ignore[assignment]
+            if grad is None:  # the first weighted layer: nothing below it needs a gradient
+                return
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        for layer in self.layers:
+            layer.keep_rows(rows)
+
+    def logits(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """Inference logits in chunks: a convolution's columns are k·k times its input."""
+        out = np.empty((x.shape[0], self.n_classes), dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            chunk = np.asarray(x[start : start + batch_size], dtype=self.dtype)
+            out[start : start + batch_size] = self.forward(chunk, training=False)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {p.name: p.value for p in self.parameters()}
+        for layer in self.layers:
+            if isinstance(layer, BatchNorm):
+                arrays.update(layer.state())
+        if self.centre is not None:
+            arrays["centre.mean"] = self.centre.mean
+        return arrays
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: array.shape for name, array in self._arrays().items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter, batch norm's running averages and the input mean, as copies."""
+        return {name: array.copy() for name, array in self._arrays().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        targets = self._arrays()
+        if set(state) != set(targets):
+            missing, extra = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
+            raise ValueError(f"state does not fit this network: missing {missing}, unexpected {extra}")
+        for name, target in targets.items():
+            if state[name].shape != target.shape:
+                raise ValueError(f"{name} has shape {state[name].shape}, the network expects {target.shape}")
+            target[...] = state[name]
+
+
+class NetworkInference:
+    """A network made ready to answer raw inputs (N, features), e.g. pixels 0-255: normalised as in
+    training, ``(x - offset) / scale``, then the layers at inference, in chunks of ``chunk`` rows to
+    bound memory (a convolution's columns are k·k times its input). Safe from several threads at
+    once: inference writes into fresh arrays, never the layers' training buffers."""
+
+    def __init__(self, network: Network, offset: float = 0.0, scale: float = 1.0, chunk: int = 500) -> None:
+        if not np.isfinite(offset) or not np.isfinite(scale) or scale == 0:
+            raise ValueError(
+                f"normalisation needs a finite offset and a non-zero finite scale, got {offset}, {scale}"
+            )
+        self.network, self.offset, self.scale, self.chunk = network, offset, scale, chunk
+        self.n_inputs, self.n_classes, self.dtype = network.n_inputs, network.n_classes, network.dtype
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"inputs must have shape (N, {self.n_inputs}), got {x.shape}")
+        out = np.empty((len(x), self.n_classes), self.dtype)
+        for start in range(0, len(x), self.chunk):
+            chunk = x[start : start + self.chunk].astype(self.dtype)  # a copy, normalised in place
+            chunk -= self.dtype.type(self.offset)
+            chunk *= self.dtype.type(1.0 / self.scale)
+            out[start : start + self.chunk] = self.network.forward(chunk, training=False)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)

@@ -1,0 +1,114 @@
+"""Networks built from layer records: the records, their validation, a whole CNN's gradients."""
+
+import numpy as np
+import pytest
+
+from fashion_mlp.nn import BatchNorm, Network, NetworkInference, check_gradients, cnn_records, softmax
+
+
+def small_cnn(dtype=np.float64, dropout=0.3, centred=True, seed=0):
+    records = cnn_records((28, 28, 1), (4, 6), (12,), 10, dropout, centred=centred)
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(-1, 0, 784) if centred else None
+    return Network(records, 784, rng, dtype=dtype, input_mean=mean)
+
+
+def test_the_records_describe_the_network_and_rebuild_it():
+    network = small_cnn()
+    assert network.describe() == "conv3x3(4)-pool-conv3x3(6)-pool-fc12-fc10"
+    assert [r["kind"] for r in network.records][:6] == [
+        "centre",
+        "image",
+        "conv",
+        "maxpool",
+        "batchnorm",
+        "relu",
+    ]
+    assert network.n_inputs == 784 and network.n_classes == 10
+    rebuilt = Network(network.records, 784, dtype=np.float64)
+    rebuilt.load_state_dict(network.state_dict())
+    x = np.random.default_rng(1).uniform(-1, 1, (5, 784))
+    np.testing.assert_array_equal(rebuilt.logits(x), network.logits(x))
+    assert set(network.state_dict()) >= {"conv1.weight", "bn1.running_mean", "bn1.running_var", "centre.mean"}
+    assert "conv1.bias" not in network.state_dict()  # no bias where batch norm follows
+
+
+@pytest.mark.parametrize("dropout, centred, smoothing", [(0.0, False, 0.0), (0.3, True, 0.1)])
+def test_a_whole_cnns_gradients_match_finite_differences(dropout, centred, smoothing):
+    network = small_cnn(dropout=dropout, centred=centred)
+    rng = np.random.default_rng(2)
+    for p in network.parameters():
+        p.value += 0.01 * rng.standard_normal(p.value.shape)
+    x, y = rng.uniform(-1, 1, (3, 784)), rng.integers(0, 10, 3)
+    results = check_gradients(network, x, y, smoothing, entries=8, rng=rng)
+    assert {r.name for r in results} >= {"conv1.weight", "bn1.gamma", "conv2.weight", "fc1.weight", "input"}
+    assert all(r.passed for r in results), [(r.name, r.max_relative_error) for r in results]
+    assert sum(r.entries for r in results) > 8 * len(results)  # almost nothing left out at a kink
+
+
+def test_a_check_leaves_batch_norms_running_averages_as_they_were():
+    network = small_cnn()
+    before = network.state_dict()
+    rng = np.random.default_rng(3)
+    check_gradients(network, rng.uniform(-1, 1, (2, 784)), np.array([1, 2]), entries=2, rng=rng)
+    after = network.state_dict()
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def test_a_broken_backward_fails_the_check(monkeypatch):
+    original = BatchNorm.backward
+
+    def forgets_the_mean_term(self, grad):
+        out = original(self, grad)
+        return out + self.beta.grad * self.gamma.value * self._inv_std / len(grad.reshape(-1, self.features))
+
+    monkeypatch.setattr(BatchNorm, "backward", forgets_the_mean_term)
+    network = small_cnn(dropout=0.0)
+    rng = np.random.default_rng(4)
+    results = {
+        r.name: r
+        for r in check_gradients(network, rng.uniform(-1, 1, (3, 784)), np.array([0, 1, 2]), entries=5)
+    }
+    assert not results["conv1.weight"].passed and not results["input"].passed
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([{"kind": "softmax"}], "unknown layer kind 'softmax'"),
+        ([{"kind": "conv", "out": 4, "kernel": 3}], "a convolution needs images"),
+        (
+            [
+                {"kind": "image", "height": 28, "width": 28, "channels": 1},
+                {"kind": "conv", "out": 4, "kernel": 2},
+            ],
+            "must be odd",
+        ),
+        ([{"kind": "image", "height": 27, "width": 29, "channels": 1}], "does not hold 784 inputs"),
+        ([{"kind": "linear", "out": "ten"}], "'out' must be a positive integer"),
+        (
+            [{"kind": "flatten"}, {"kind": "dropout", "rate": 1.5}, {"kind": "linear", "out": 10}],
+            "dropout rate",
+        ),
+        ([{"kind": "linear", "out": 10}, {"kind": "relu"}], "must end in a fully connected layer"),
+        ([], "a list of 1 to 64 layer records"),
+    ],
+)
+def test_bad_records_are_refused_with_their_reason(records, message):
+    with pytest.raises(ValueError, match=message):
+        Network(records, 784)
+
+
+def test_a_parameter_budget_is_checked_before_anything_is_allocated():
+    records = [{"kind": "linear", "out": 60_000}, {"kind": "linear", "out": 10}]
+    with pytest.raises(ValueError, match="more parameters than the limit"):
+        Network(records, 784, budget=1_000_000)
+
+
+def test_inference_on_raw_pixels_normalises_as_training_did():
+    network = small_cnn(dtype=np.float32)
+    pixels = np.random.default_rng(5).uniform(0, 255, (7, 784)).astype(np.float32)
+    expected = softmax(network.logits((pixels - 127.5) / 127.5))
+    answered = NetworkInference(network, 127.5, 127.5, chunk=3).predict_proba(pixels)
+    np.testing.assert_allclose(answered, expected, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,95 @@
+"""A convolutional network through the doors the MLP has: train (test_train resumes one),
+checkpoint, evaluate, predict, Checkpoint.inference(); and files from before networks still load."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_mlp import checkpoint, data, runs
+from fashion_mlp.cli import main
+from fashion_mlp.config import TrainConfig, load_toml
+from fashion_mlp.nn import MLP, Network
+
+DATA = Path(__file__).parent / "data"
+CNN = TrainConfig(
+    conv=(8, 16), hidden_sizes=(32,), epochs=2, batch_size=32, lr=0.1, augment=True, hardest_of=2,
+    dropout=0.1, val_size=1000,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cnn_run(small_data, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("cnn") / "cnn"
+    runs.run(CNN, small_data, run_dir)
+    return run_dir
+
+
+def test_a_small_cnn_learns_and_its_checkpoint_records_its_layers(cnn_run, small_data):
+    loaded = checkpoint.load(cnn_run / "best.npz")
+    assert isinstance(loaded.model, Network)
+    assert loaded.meta["architecture"]["layers"] == loaded.model.records
+    assert loaded.meta["config"]["conv"] == [8, 16]
+    summary = json.loads((cnn_run / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.7  # two epochs on 3,000 images; chance is 0.1
+    raw = data.pixels(small_data.test.x[:50])
+    from_raw = loaded.inference().predict_proba(raw)
+    np.testing.assert_allclose(
+        from_raw, loaded.model.predict_proba(small_data.test.x[:50]), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_evaluate_and_predict_take_a_cnn(cnn_run, capsys, tmp_path, small_data):
+    assert main(["evaluate", str(cnn_run / "best.npz"), "--split", "test", "--no-download"]) == 0
+    assert "test: accuracy 0." in capsys.readouterr().out
+    path = tmp_path / "boot.png"
+    Image.fromarray(data.pixels(small_data.test.x[0]).reshape(28, 28).astype(np.uint8)).resize((90, 90)).save(
+        path
+    )
+    assert main(["predict", str(cnn_run / "best.npz"), str(path)]) == 0
+    assert str(path) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda a: a["layers"].append({"kind": "softmax"}), "unknown layer kind 'softmax'"),
+        (
+            lambda a: next(r for r in a["layers"] if r["kind"] == "conv").update(out=100_000),
+            "'out' must be a positive integer",
+        ),
+        (lambda a: a.update(classes=11), "its classes disagree"),
+        (lambda a: a.update(layers="conv"), "metadata has no valid architecture"),
+    ],
+)
+def test_a_checkpoint_with_bad_layer_records_is_refused(cnn_run, tmp_path, edit, message):
+    from tests.test_checkpoint import edit_meta, rewrite
+
+    path = tmp_path / "bad.npz"
+    path.write_bytes((cnn_run / "best.npz").read_bytes())
+    rewrite(path, edit_meta(lambda meta: edit(meta["architecture"])))
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        checkpoint.load(path)
+
+
+def test_a_checkpoint_and_a_config_from_before_networks_load_and_behave_as_then():
+    loaded = checkpoint.load(DATA / "mlp-2026-12-02.npz")
+    assert isinstance(loaded.model, MLP) and loaded.model.sizes == [784, 8, 10]
+    expected = np.load(DATA / "mlp-2026-12-02-expected.npy", allow_pickle=False)
+    pixels, probabilities = expected[:, :784], expected[:, 784:]
+    np.testing.assert_array_equal(loaded.inference().predict_proba(pixels), probabilities)
+    config = TrainConfig.from_record(load_toml(DATA / "default-2026-12-02.toml"))
+    assert config.conv == () and config.hidden_sizes == (1024, 1024)
+    assert TrainConfig.from_record(loaded.meta["config"]).conv == ()
+
+
+def test_conv_flags_and_settings_are_checked(capsys):
+    for argv, message in (
+        (["train", "--conv", "0"], "0 is not between 1 and 1024"),
+        (["train", "--conv", "8", "8", "8"], "at most 2 convolutions"),
+        (["train", "--conv", "8", "--input-dropout", "0.1"], "input dropout is for fully connected networks"),
+    ):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
