@@ -93,3 +93,28 @@ def test_conv_flags_and_settings_are_checked(capsys):
     ):
         assert main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("negative_scale", [False, True], ids=["folded", "a negative gamma"])
+def test_the_onnx_export_of_a_cnn_agrees_with_onnxruntime(cnn_run, small_data, tmp_path, negative_scale):
+    """Conv, MaxPool, Relu, MatMul: batch norm folded into the layer before it where it may be (with
+    a negative gamma after max pooling it may not, and becomes a BatchNormalization node)."""
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from fashion_mlp.export import export_checkpoint
+
+    loaded = checkpoint.load(cnn_run / "best.npz")
+    path = tmp_path / "cnn.npz"
+    if negative_scale:
+        loaded.model.layers[4].gamma.value[0] = -0.5  # bn1, after conv1 and the pooling
+    checkpoint.save(path, loaded.model, loaded.meta)
+    graph = onnx.load(export_checkpoint(path))
+    ops = [node.op_type for node in graph.graph.node]
+    assert ops.count("Conv") == 2 and ops.count("MaxPool") == 2 and ops.count("MatMul") == 2
+    assert ops.count("BatchNormalization") == (1 if negative_scale else 0)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = data.pixels(small_data.test.x[:200]).astype(np.float32)
+    probabilities, labels = session.run(None, {"pixels": pixels})
+    expected = checkpoint.load(path).inference().predict_proba(pixels)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(labels, expected.argmax(axis=1))
