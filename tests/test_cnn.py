@@ -118,3 +118,17 @@ def test_the_onnx_export_of_a_cnn_agrees_with_onnxruntime(cnn_run, small_data, t
     expected = checkpoint.load(path).inference().predict_proba(pixels)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(labels, expected.argmax(axis=1))
+
+
+def test_plot_and_report_draw_a_cnns_filters_and_feature_maps(cnn_run, capsys):
+    from fashion_mlp.figures import CNN_FIGURES
+
+    assert main(["plot", str(cnn_run), "--no-download"]) == 0
+    figures = cnn_run / "figures"
+    for name in CNN_FIGURES.values():
+        image = Image.open(figures / name)
+        assert image.size[0] > 300 and image.size[1] > 150, name
+    assert main(["report", str(cnn_run)]) == 0
+    report = (cnn_run / "report.md").read_text()
+    assert "first_conv_filters.png" in report and "feature_maps.png" in report
+    assert "first_layer_weights.png" not in report

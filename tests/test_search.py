@@ -274,3 +274,13 @@ def test_only_a_schema_race_is_retried():
     )
     assert _schema_race(ProgrammingError("duplicate key value violates unique constraint"))
     assert not _schema_race(OperationalError("connection failed: Connection refused"))
+
+
+def test_a_grid_over_convolution_widths_trains_a_cnn_and_an_mlp(tmp_path):
+    grid = write_grid(tmp_path, "[grid]\nconv = [[], [4, 8]]\nhidden_sizes = [[16]]\n")
+    argv = ["search", "--grid", str(grid), "--dir", str(tmp_path / "s"), "--epochs", "1"]
+    assert main([*argv, "--limit-train", "1000", "--no-download"]) == 0
+    study = load_study(tmp_path / "s", "grid-grid")
+    configs = [t.user_attrs["config"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert sorted(c["conv"] for c in configs) == [[], [4, 8]]
+    assert "conv=4x8" in (tmp_path / "s" / "results.md").read_text()

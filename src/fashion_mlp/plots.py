@@ -73,6 +73,57 @@ def first_layer_weights(
     return _save(fig, path)
 
 
+def _mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
+    """Tiles (n, h, w) side by side in rows of ``cols``, NaN (drawn white) between them."""
+    n, h, w = tiles.shape
+    rows = math.ceil(n / cols)
+    mosaic = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    return mosaic
+
+
+def conv_filters(weight: np.ndarray, path: Path, what: str = "First convolution's filters") -> Path:
+    """Each filter of a convolution on one input channel, (k, k, 1, F), as a k×k tile on a colour map
+    centred on zero, each scaled to its own largest |weight|: the report's Figure 3, for a CNN."""
+    k, _, _, n = weight.shape
+    tiles = weight[:, :, 0, :].transpose(2, 0, 1)
+    tiles = tiles / np.maximum(np.abs(tiles).max(axis=(1, 2), keepdims=True), 1e-12)
+    cols = min(n, 8)
+    colours = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    fig, ax = plt.subplots(figsize=(cols * 0.9, math.ceil(n / cols) * 0.9 + 0.8))
+    image = ax.imshow(_mosaic(tiles, cols), cmap=colours, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"all {n} filters; each tile is one {k}x{k} filter, scaled to its own maximum")
+    ax.set_title(what)
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label="weight / filter's largest |weight|")
+    return _save(fig, path)
+
+
+def feature_maps(image: np.ndarray, maps: np.ndarray, title: str, path: Path) -> Path:
+    """One image (h, w) beside what a layer makes of it, maps (h', w', C): one grey tile a channel."""
+    n = maps.shape[-1]
+    cols = min(n, 8)
+    tiles = maps.transpose(2, 0, 1)
+    tiles = tiles / np.maximum(tiles.max(axis=(1, 2), keepdims=True), 1e-12)  # each on its own scale
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(2.5 + cols * 0.9, max(2.5, math.ceil(n / cols) * 0.9 + 0.6)),
+        gridspec_kw={"width_ratios": [2.5, cols * 0.9]},
+    )  # fmt: skip
+    left.imshow(image, cmap="gray", interpolation="nearest")
+    left.set_title("input")
+    right.imshow(_mosaic(tiles, cols), cmap=plt.get_cmap("magma").with_extremes(bad="white"), vmin=0, vmax=1,
+                 interpolation="nearest")  # fmt: skip
+    right.set_title(title)
+    right.set_xlabel(f"{n} channels, each {maps.shape[0]}x{maps.shape[1]}, scaled to its own maximum")
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path)
+
+
 def bias_histogram(biases: np.ndarray, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.hist(biases, bins=40, color="tab:blue", edgecolor="white")

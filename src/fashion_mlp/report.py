@@ -30,6 +30,11 @@ CAPTIONS = {
     "learned": "What training changed: final minus initial first-layer weights (the initial ones are "
     "recreated from the seed), which shows the garment shapes that random initial weights hide.",
     "biases": "Histogram of the first hidden layer's biases.",
+    "filters": "Each filter of the first convolution as a 3x3 image (red positive, blue negative).",
+    "learned_filters": "What training changed: final minus initial first-convolution filters (the initial "
+    "ones are recreated from the seed).",
+    "feature_maps": "Test image 0, and what the first block (convolution, max pooling, batch norm, ReLU) "
+    "makes of it: one map per channel.",
     "confusion": "Test-set confusion matrix: counts, shaded by the fraction of each true class.",
     "per_class": "Test accuracy (recall) of each class.",
     "misclassified": "The test images the model got wrong with the most confidence.",
