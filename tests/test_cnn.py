@@ -2,6 +2,7 @@
 checkpoint, evaluate, predict, Checkpoint.inference(); and files from before networks still load."""
 
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,23 @@ def test_plot_and_report_draw_a_cnns_filters_and_feature_maps(cnn_run, capsys):
     report = (cnn_run / "report.md").read_text()
     assert "first_conv_filters.png" in report and "feature_maps.png" in report
     assert "first_layer_weights.png" not in report
+
+
+def test_serve_answers_tritonclient_with_a_cnn(cnn_run, small_data):
+    pytest.importorskip("starlette", reason="the serve extra")
+    httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in the test extra")
+    from tests.test_serve import MODEL, Server
+
+    server = Server(cnn_run / "best.npz")
+    try:
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        images = data.pixels(small_data.test.x[:5]).reshape(5, 28, 28).round().astype(np.uint8)
+        tensor = httpclient.InferInput("pixels", [5, 28, 28], "UINT8")
+        tensor.set_data_from_numpy(images)
+        result = client.infer(MODEL, [tensor])
+        expected = checkpoint.load(cnn_run / "best.npz").inference().predict_proba(images.reshape(5, 784))
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-5, atol=1e-6)
+        info = json.loads(urllib.request.urlopen(server.url + "/info", timeout=60).read())
+        assert info["models"][0]["architecture"] == "conv3x3(8)-pool-conv3x3(16)-pool-fc32-fc10"
+    finally:
+        server.stop()
