@@ -1,6 +1,7 @@
 """Side-by-side benchmarks on the real data: `make bench` (writes benchmarks/results.json).
 
-Training throughput of our network, PyTorch's and scikit-learn's at two sizes (medians of several
+Training throughput of our network, PyTorch's and scikit-learn's at two sizes, and of the cnn
+preset's network against PyTorch's with a profile by phase (benchmarks/cnn.py), (medians of several
 epochs, validation excluded, the peers' epochs taken in turn), our FLOP rate against NumPy's own
 matmul, inference time against ONNX Runtime and PyTorch at batch 1, 64 and 10,000
 (benchmarks/inference.py), and the peak memory of a full `fashion-mlp train` run.
@@ -28,6 +29,7 @@ from fashion_mlp.config import TrainConfig
 from fashion_mlp.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
+import cnn
 import floor
 import inference
 import peers
@@ -129,6 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=8, help="timed epochs per network (median taken)")
     parser.add_argument("--skip-peers", action="store_true", help="measure only our network")
+    parser.add_argument("--skip-cnn", action="store_true", help="leave out the cnn preset's network")
+    parser.add_argument("--cnn-epochs", type=int, default=3, help="timed epochs of the CNN (median taken)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     args = parser.parse_args()
 
@@ -179,6 +183,11 @@ def main() -> None:
         }
         results["networks"][name] = row
         print(f"measured {name}", file=sys.stderr)
+    if not args.skip_cnn:
+        results["cnn"] = cnn.measure(
+            data.load(allow_download=False, val_size=0), args.cnn_epochs, not args.skip_peers
+        )
+        print("measured the CNN", file=sys.stderr)
     peers_at_inference = ("ours",) if args.skip_peers else ("ours", "onnxruntime", "pytorch")
     results["inference"] = inference.measure(peers=peers_at_inference)
     results["train_peak_rss_mb"], results["train_wall_s"] = peak_train_memory_mb()
@@ -223,6 +232,13 @@ def format_table(results: dict) -> str:
                 f"| {name} | {row['step_ms']:.3f} ms | {row['floor_ms']:.3f} ms | "
                 f"{row['step_over_floor']:.2f}x | {row['profiled_step_ms']:.3f} ms | {parts} |"
             )
+    if "cnn" in results:
+        lines += [
+            "",
+            "The cnn preset's network (`benchmarks/cnn.py`):",
+            "",
+            cnn.format_result(results["cnn"]),
+        ]
     lines += ["", "Inference on raw pixels to probabilities (`benchmarks/inference.py`):", ""]
     lines.append(inference.format_table(results["inference"]))
     lines.append("")

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from fashion_mlp.config import PRESETS, TrainConfig, make_config
@@ -103,3 +104,16 @@ def test_a_train_key_that_is_not_a_table_is_refused(tmp_path):
     path.write_text("train = 5\n")
     with pytest.raises(ValueError, match=r"\[train\] must be a table"):
         make_config("default", path)
+
+
+def test_the_cnn_preset_is_a_convolutional_network_trained_on_everything():
+    from fashion_mlp.nn import Network
+    from fashion_mlp.train import build_model
+
+    cnn = PRESETS["cnn"]
+    assert cnn.conv == (32, 64) and cnn.hidden_sizes == (256,) and cnn.val_size == 0 and cnn.augment
+    model = build_model(cnn, np.random.default_rng(0))
+    assert isinstance(model, Network) and model.describe() == "conv3x3(32)-pool-conv3x3(64)-pool-fc256-fc10"
+    assert PRESETS["default"].conv == ()  # make train stays the MLP
+    assert TrainConfig.from_dict(cnn.to_dict()) == cnn
+    assert "conv = [32, 64]" in cnn.to_toml()
