@@ -174,15 +174,16 @@ def products_alone(network: Network, x: np.ndarray, rounds: int = 20) -> float:
 
 
 def measure(dataset: Any, epochs: int = 3, peers: bool = True) -> dict[str, Any]:
-    from run import interleaved_epoch_seconds  # the MLP rows' interleaving
+    from run import MATMUL_N, interleaved_epoch_seconds, matmul_products  # as the MLP rows
 
     conv, hidden = (32, 64), (256,)
-    runners = {"ours": ours_epochs(dataset, conv, hidden)}
+    runners = {"ours": ours_epochs(dataset, conv, hidden), "matmul": matmul_products()}
     if peers:
         runners["pytorch"] = torch_epochs(dataset.train.x, dataset.train.y, conv, hidden)
     seconds = interleaved_epoch_seconds(runners, epochs)
     n = len(dataset.train)
     result: dict[str, Any] = {"network": "conv3x3(32)-pool-conv3x3(64)-pool-fc256-fc10", "batch": BATCH}
+    result["matmul_gflops"] = round(2 * MATMUL_N**3 / statistics.median(seconds.pop("matmul")) / 1e9, 1)
     for name, values in seconds.items():
         result[f"{name}_samples_per_s"] = round(n / statistics.median(values))
         result[f"{name}_epoch_seconds"] = [round(v, 2) for v in values]
@@ -196,7 +197,8 @@ def measure(dataset: Any, epochs: int = 3, peers: bool = True) -> dict[str, Any]
 
 def format_result(result: dict[str, Any]) -> str:
     lines = [
-        f"CNN {result['network']}, batch {result['batch']}: ours {result['ours_samples_per_s']:,} samples/s"
+        f"CNN {result['network']}, batch {result['batch']} (NumPy's matmul at {result['matmul_gflops']} "
+        f"GFLOP/s): ours {result['ours_samples_per_s']:,} samples/s"
         + (
             f", PyTorch {result['pytorch_samples_per_s']:,} ({result['ratio_vs_pytorch']:.2f}x PyTorch)"
             if "pytorch_samples_per_s" in result

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_mlp import checkpoint, config, data, figures, idx, images, report, runs
-from fashion_mlp.nn import MLP
+from fashion_mlp.nn import MLP, Network, cnn_records
 
 REFUSED = (ValueError,)  # what the CLI prints as one line (exit code 2); for the server, a 4xx
 
@@ -79,6 +79,12 @@ def _checkpoint_seeds() -> list[bytes]:
         checkpoint.save(buffer, model, meta, {"steps": np.array(3), "fc1.weight.v": np.zeros((784, 2))})
         seeds.append(buffer.read_bytes())
         shutil.rmtree(buffer.parent)
+    # a convolutional network: its layer records are JSON a mutation can turn into anything
+    network = Network(cnn_records((28, 28, 1), (2,), (3,), 10, 0.1, centred=True), 784, rng)
+    buffer = Path(tempfile.mkdtemp()) / "seed.npz"
+    checkpoint.save(buffer, network, {"normalisation": data.NORMALISATION})
+    seeds.append(buffer.read_bytes())
+    shutil.rmtree(buffer.parent)
     return seeds
 
 
