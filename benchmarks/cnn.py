@@ -15,7 +15,9 @@ a fully connected layer (no bias), batch norm, ReLU, dropout; the classes.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,9 @@ import numpy as np
 from fashion_mlp.config import TrainConfig
 from fashion_mlp.nn import Conv2d, Linear, Network, cnn_records, softmax_cross_entropy
 from fashion_mlp.train import build_optimizer, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from peers import torch_epoch_seconds
 
 BATCH = 128
 
@@ -86,18 +91,8 @@ def torch_epochs(x: np.ndarray, y: np.ndarray, conv: tuple[int, ...], hidden: tu
     model = _torch_cnn(conv, hidden, 0.3)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loss_fn = torch.nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x.reshape(-1, 1, 28, 28)), torch.from_numpy(y)
-    while True:
-        start = time.perf_counter()
-        order = torch.randperm(len(yt))
-        for i in range(0, len(yt), BATCH):
-            idx = order[i : i + BATCH]
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            loss.backward()
-            optimizer.step()
-        yield time.perf_counter() - start
+    yield from torch_epoch_seconds(model, optimizer, xt, yt, BATCH)
 
 
 def profile(conv: tuple[int, ...], hidden: tuple[int, ...], steps: int = 30) -> dict[str, float]:
@@ -217,10 +212,7 @@ def format_result(result: dict[str, Any]) -> str:
 if __name__ == "__main__":
     import argparse
     import json
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from fashion_mlp import data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -29,18 +29,26 @@ def torch_epochs(x, y, hidden, batch_size, lr=0.05, momentum=0.9, l2=1e-4, decay
     model = _torch_mlp(x.shape[1], hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=l2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + decay * step))
+    yield from torch_epoch_seconds(
+        model, optimizer, torch.from_numpy(x), torch.from_numpy(y), batch_size, scheduler
+    )
+
+
+def torch_epoch_seconds(model, optimizer, xt, yt, batch_size, scheduler=None):
+    """Epochs of plain mini-batch training with cross-entropy, shuffled each time; yields their seconds."""
+    import torch
+
     loss_fn = torch.nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     while True:
         start = time.perf_counter()
         order = torch.randperm(len(yt))
         for i in range(0, len(yt), batch_size):
             idx = order[i : i + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            loss.backward()
+            loss_fn(model(xt[idx]), yt[idx]).backward()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
         yield time.perf_counter() - start
 
 

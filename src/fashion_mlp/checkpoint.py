@@ -125,7 +125,10 @@ def load(path: str | Path) -> Checkpoint:
         with zipfile.ZipFile(path) as archive:
             meta = _read_meta(archive, path)
             network = _network(meta, path)
-            shapes = network.state_shapes() if network else state_shapes(*_sizes_and_centring(meta))
+            if network is not None:
+                shapes = network.state_shapes()
+            else:
+                shapes = state_shapes(meta["architecture"]["sizes"], _centred(meta))
             arrays = _read_arrays(archive, meta, path, shapes)
     except CheckpointError:
         raise
@@ -239,10 +242,6 @@ def _network(meta: dict[str, Any], path: Path) -> Network | None:
     if network.n_classes != architecture.get("classes"):
         raise CheckpointError(f"{path}: metadata has no valid architecture (its classes disagree)")
     return network
-
-
-def _sizes_and_centring(meta: dict[str, Any]) -> tuple[list[int], bool]:
-    return meta["architecture"]["sizes"], _centred(meta)
 
 
 def _read_arrays(

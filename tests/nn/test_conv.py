@@ -9,6 +9,18 @@ from fashion_mlp.nn.conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
 from .test_layers import numeric_grad, weighted_sum
 
 
+def assert_gradients_match(layer, x, upstream, input_rtol):
+    """The layer's parameter and input gradients for the loss sum(output * upstream) against central
+    differences."""
+    layer.forward(x.copy())
+    grad_in = layer.backward(upstream.copy())
+    for param in layer.parameters():
+        expected = numeric_grad(lambda: weighted_sum(layer, x, upstream), param.value)
+        np.testing.assert_allclose(param.grad, expected, rtol=1e-6, atol=1e-8, err_msg=param.name)
+    expected_in = numeric_grad(lambda: weighted_sum(layer, x, upstream), x)
+    np.testing.assert_allclose(grad_in, expected_in, rtol=input_rtol, atol=1e-8)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(11)
@@ -43,13 +55,7 @@ def test_conv2d_forward_is_the_definition(rng, kernel, bias):
 def test_conv2d_gradients_match_finite_differences(rng, kernel, bias):
     layer = Conv2d(2, 3, kernel, rng, dtype=np.float64, bias=bias)
     x, upstream = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 5, 4, 3))
-    layer.forward(x.copy())
-    grad_in = layer.backward(upstream.copy())
-    for param in layer.parameters():
-        expected = numeric_grad(lambda: weighted_sum(layer, x, upstream), param.value)
-        np.testing.assert_allclose(param.grad, expected, rtol=1e-6, atol=1e-8, err_msg=param.name)
-    expected_in = numeric_grad(lambda: weighted_sum(layer, x, upstream), x)
-    np.testing.assert_allclose(grad_in, expected_in, rtol=1e-6, atol=1e-8)
+    assert_gradients_match(layer, x, upstream, input_rtol=1e-6)
 
 
 def test_the_first_conv2d_skips_its_input_gradient(rng):
@@ -99,13 +105,7 @@ def test_batchnorm_gradients_match_finite_differences(rng, shape):
     layer.gamma.value[:] = rng.uniform(0.5, 2, 4)
     layer.beta.value[:] = rng.standard_normal(4)
     x, upstream = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(shape)
-    layer.forward(x.copy())
-    grad_in = layer.backward(upstream.copy())
-    for param in layer.parameters():
-        expected = numeric_grad(lambda: weighted_sum(layer, x, upstream), param.value)
-        np.testing.assert_allclose(param.grad, expected, rtol=1e-6, atol=1e-8, err_msg=param.name)
-    expected_in = numeric_grad(lambda: weighted_sum(layer, x, upstream), x)
-    np.testing.assert_allclose(grad_in, expected_in, rtol=1e-5, atol=1e-8)
+    assert_gradients_match(layer, x, upstream, input_rtol=1e-5)
 
 
 def test_batchnorm_normalises_in_training_and_uses_its_running_averages_at_inference(rng):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+CENTRE_MEAN = "centre.mean"  # the state_dict() name of the input mean a centred network subtracts
+
 
 class Parameter:
     """A trainable array and the gradient from the last backward pass (same shape and dtype)."""
@@ -59,6 +61,10 @@ class Layer:
 
     def parameters(self) -> list[Parameter]:
         return []
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays saved with the weights that gradients do not train (a mean, running averages)."""
+        return {}
 
 
 class Linear(Layer):
@@ -130,6 +136,9 @@ class Centre(Layer):
         if mean.ndim != 1:
             raise ValueError(f"the mean to subtract must be a vector, got shape {mean.shape}")
         self.mean = mean
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {CENTRE_MEAN: self.mean}
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         out = self._buffer("out", x.shape, x.dtype) if training else None

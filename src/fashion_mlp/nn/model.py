@@ -7,10 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
+from .layers import CENTRE_MEAN, Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
-
-CENTRE_MEAN = "centre.mean"  # the state_dict() name of the input mean a centred MLP subtracts
 
 
 def state_shapes(sizes: Sequence[int], centred: bool = False) -> dict[str, tuple[int, ...]]:
@@ -26,7 +24,85 @@ def state_shapes(sizes: Sequence[int], centred: bool = False) -> dict[str, tuple
 INITS = {"he": None, "small": 0.01}  # name -> weight std (None: He, sqrt(2 / fan_in))
 
 
-class MLP:
+class Sequential:
+    """What every network here is: ``layers`` applied in order, ending in logits. Subclasses build the
+    layers and set ``sizes`` (inputs first, classes last) and ``chunk`` (rows answered at a time)."""
+
+    layers: list[Layer]
+    sizes: list[int]
+    chunk = 4096
+
+    def parameters(self) -> list[Parameter]:
+        """Every trainable array, in layer order: the one way anything reaches the weights."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """Logits for a batch, caching what backward() needs.
+
+        In training the result lives in a buffer the next forward overwrites; copy it to keep it.
+        """
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Back-propagate dLoss/dlogits, filling every Parameter.grad."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)  # type: ignore[assignment]
+            if grad is None:  # the first weighted layer: nothing below it needs a gradient
+                return
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """After a training forward, keep only these rows of its batch: the next backward (given
+        dLoss/dlogits for those rows) then fills every Parameter.grad from them alone, as if the
+        batch had been just those rows, with the same dropout masks."""
+        for layer in self.layers:
+            layer.keep_rows(rows)
+
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Inference logits, computed ``batch_size`` rows (default ``chunk``) at a time to bound memory."""
+        size = batch_size or self.chunk
+        dtype = self.parameters()[0].value.dtype
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=dtype)
+        for start in range(0, x.shape[0], size):
+            chunk = np.asarray(x[start : start + size], dtype=dtype)
+            out[start : start + size] = self.forward(chunk, training=False)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Every parameter, then every layer's state (an input mean, batch norm's running averages)."""
+        arrays = {p.name: p.value for p in self.parameters()}
+        for layer in self.layers:
+            arrays.update(layer.state())
+        return arrays
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: array.shape for name, array in self._arrays().items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A flat dict of named arrays (copies), e.g. {'fc1.weight': ..., 'fc1.bias': ...}: every
+        parameter and every layer's state."""
+        return {name: array.copy() for name, array in self._arrays().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters and layer states; names and shapes must match."""
+        targets = self._arrays()
+        if set(state) != set(targets):
+            missing, extra = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
+            raise ValueError(f"state does not fit this model: missing {missing}, unexpected {extra}")
+        for name, target in targets.items():
+            if state[name].shape != target.shape:
+                raise ValueError(f"{name} has shape {state[name].shape}, the model expects {target.shape}")
+            target[...] = state[name]
+
+
+class MLP(Sequential):
     """A stack of layers. ``sizes`` = [inputs, hidden..., classes], e.g. [784, 128, 128, 10].
 
     ``init``: "he" (default) or "small", N(0, 0.01^2), the initialisation the report's results imply.
@@ -80,66 +156,3 @@ class MLP:
     @property
     def linears(self) -> list[Linear]:
         return [layer for layer in self.layers if isinstance(layer, Linear)]
-
-    def parameters(self) -> list[Parameter]:
-        """Every trainable array, in layer order: the one way anything reaches the weights."""
-        return [p for layer in self.layers for p in layer.parameters()]
-
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """Logits for a batch, caching what backward() needs.
-
-        In training the result lives in a buffer the next forward overwrites; copy it to keep it.
-        """
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
-
-    def backward(self, grad: np.ndarray) -> None:
-        """Back-propagate dLoss/dlogits, filling every Parameter.grad."""
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)  # type: ignore[assignment]
-            if grad is None:  # the first Linear: nothing below it needs a gradient
-                return
-
-    def keep_rows(self, rows: np.ndarray) -> None:
-        """After a training forward, keep only these rows of its batch: the next backward (given
-        dLoss/dlogits for those rows) then fills every Parameter.grad from them alone, as if the
-        batch had been just those rows, with the same dropout masks."""
-        for layer in self.layers:
-            layer.keep_rows(rows)
-
-    def logits(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Inference logits, computed in chunks to bound memory."""
-        dtype = self.linears[0].weight.value.dtype
-        out = np.empty((x.shape[0], self.sizes[-1]), dtype=dtype)
-        for start in range(0, x.shape[0], batch_size):
-            chunk = np.asarray(x[start : start + batch_size], dtype=dtype)
-            out[start : start + batch_size] = self.forward(chunk, training=False)
-        return out
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.logits(x).argmax(axis=1)
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """A flat dict of named arrays (copies), e.g. {'fc1.weight': ..., 'fc1.bias': ...}: every
-        parameter, and the input mean of a centred MLP."""
-        state = {p.name: p.value.copy() for p in self.parameters()}
-        if self.centre is not None:
-            state[CENTRE_MEAN] = self.centre.mean.copy()
-        return state
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters (and a centred MLP's input mean); names and shapes must match."""
-        targets = {p.name: p.value for p in self.parameters()}
-        if self.centre is not None:
-            targets[CENTRE_MEAN] = self.centre.mean
-        if set(state) != set(targets):
-            missing, extra = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
-            raise ValueError(f"state does not fit this model: missing {missing}, unexpected {extra}")
-        for name, target in targets.items():
-            if state[name].shape != target.shape:
-                raise ValueError(f"{name} has shape {state[name].shape}, the model expects {target.shape}")
-            target[...] = state[name]

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
-from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
+from .layers import Centre, Dropout, Layer, Linear, ReLU
 from .losses import softmax
+from .model import Sequential
 
 Record = dict[str, Any]
 MAX_RECORDS = 64
@@ -169,11 +170,13 @@ BUILDERS: dict[str, Callable[[_Builder, Record], Layer]] = {
 }
 
 
-class Network:
+class Network(Sequential):
     """Layers built from ``records`` for rows of ``n_inputs`` features; the last record's output
-    is the logits. The same methods as ``MLP``: forward, backward, keep_rows, logits, predict,
-    predict_proba, parameters, state_dict, load_state_dict. ``budget`` caps the parameters the
+    is the logits. Its methods are ``Sequential``'s, as the MLP's are; it answers 500 rows at a time
+    at inference, since a convolution's columns are k·k times its input. ``budget`` caps the parameters the
     records may ask for, checked before anything is allocated (for records read from a file)."""
+
+    chunk = 500
 
     def __init__(
         self,
@@ -217,64 +220,6 @@ class Network:
             elif isinstance(layer, Linear):
                 parts.append(f"fc{layer.out_features}")
         return "-".join(parts)
-
-    def parameters(self) -> list[Parameter]:
-        return [p for layer in self.layers for p in layer.parameters()]
-
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
-
-    def backward(self, grad: np.ndarray) -> None:
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)  # type: ignore[assignment]
-            if grad is None:  # the first weighted layer: nothing below it needs a gradient
-                return
-
-    def keep_rows(self, rows: np.ndarray) -> None:
-        for layer in self.layers:
-            layer.keep_rows(rows)
-
-    def logits(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
-        """Inference logits in chunks: a convolution's columns are k·k times its input."""
-        out = np.empty((x.shape[0], self.n_classes), dtype=self.dtype)
-        for start in range(0, x.shape[0], batch_size):
-            chunk = np.asarray(x[start : start + batch_size], dtype=self.dtype)
-            out[start : start + batch_size] = self.forward(chunk, training=False)
-        return out
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x))
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.logits(x).argmax(axis=1)
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {p.name: p.value for p in self.parameters()}
-        for layer in self.layers:
-            if isinstance(layer, BatchNorm):
-                arrays.update(layer.state())
-        if self.centre is not None:
-            arrays["centre.mean"] = self.centre.mean
-        return arrays
-
-    def state_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: array.shape for name, array in self._arrays().items()}
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Every parameter, batch norm's running averages and the input mean, as copies."""
-        return {name: array.copy() for name, array in self._arrays().items()}
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        targets = self._arrays()
-        if set(state) != set(targets):
-            missing, extra = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
-            raise ValueError(f"state does not fit this network: missing {missing}, unexpected {extra}")
-        for name, target in targets.items():
-            if state[name].shape != target.shape:
-                raise ValueError(f"{name} has shape {state[name].shape}, the network expects {target.shape}")
-            target[...] = state[name]
 
 
 class NetworkInference:
