@@ -41,6 +41,9 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
+    beta1: float = 0.9  # Adam's decay rates of its first and second moments, and its epsilon
+    beta2: float = 0.999
+    eps: float = 1e-8
     schedule: str = "cosine"
     decay: float = 0.0  # inverse_time: lr / (1 + decay * step), per mini-batch step
     warmup_epochs: float = 0.0
@@ -86,6 +89,8 @@ class TrainConfig:
             (self.lr > 0, "learning rate must be positive"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (not self.nesterov or self.momentum > 0, "Nesterov momentum needs momentum above 0"),
+            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam's beta1 and beta2 must be in [0, 1)"),
+            (self.eps > 0, "Adam's eps must be positive"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.decay >= 0, "decay must be zero or positive"),
             (self.warmup_epochs >= 0, "warm-up epochs must be zero or positive"),
@@ -163,6 +168,9 @@ FIELD_TYPES = {
     "lr": "a number",
     "momentum": "a number",
     "nesterov": "true or false",
+    "beta1": "a number",
+    "beta2": "a number",
+    "eps": "a number",
     "schedule": "a string",
     "decay": "a number",
     "warmup_epochs": "a number",

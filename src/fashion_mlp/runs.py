@@ -25,8 +25,7 @@ from .data import CLASS_NAMES, NORMALISATION, Dataset
 from .errors import InvalidValue, MissingFile, PathTaken
 from .evaluation import evaluate
 from .files import atomic_write_bytes, read_json, write_json
-from .nn import Dropout
-from .train import Callback, EpochRecord, TrainState, build_optimizer, train
+from .train import Callback, EpochRecord, TrainState, train
 
 METRIC_FIELDS = [f.name for f in dataclasses.fields(EpochRecord)]
 
@@ -43,17 +42,14 @@ def machine() -> dict[str, Any]:
 
 
 def checkpoint_meta(state: TrainState, data: Dataset) -> dict[str, Any]:
+    record = state.record()
+    best_accuracy = record.pop("best_accuracy")
     return {
         "normalisation": NORMALISATION,
         "class_names": list(data.class_names),
-        "config": state.config.to_dict(),
+        **record,
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "epoch": state.epoch,
-        "step": state.step,
-        "best_epoch": state.best_epoch,
-        "best_val_accuracy": state.best_accuracy if len(data.val) else None,
-        "history": [dataclasses.asdict(r) for r in state.history],
-        "rng_state": state.rng.bit_generator.state,
+        "best_val_accuracy": best_accuracy if len(data.val) else None,
     }
 
 
@@ -208,24 +204,9 @@ def _load_state(run_dir: Path) -> TrainState:
     """Rebuild the training state saved in run_dir/last.npz (and the best weights from best.npz)."""
     last = checkpoint.load(run_dir / "last.npz")
     meta = last.meta
-    config = TrainConfig.from_record(meta["config"], source=str(run_dir / "last.npz"))
-    rng = np.random.default_rng()
-    rng.bit_generator.state = meta["rng_state"]
-    for layer in last.model.layers:
-        if isinstance(layer, Dropout):
-            layer.rng = rng  # dropout masks continue from the saved generator, as in an unbroken run
-    optimizer = build_optimizer(config, last.model)
-    optimizer.load_state_dict(last.optimizer_state)
     best = checkpoint.load(run_dir / "best.npz")
-    return TrainState(
-        config=config,
-        model=last.model,
-        optimizer=optimizer,
-        rng=rng,
-        epoch=meta["epoch"],
-        step=meta["step"],
-        best_accuracy=-1.0 if meta["best_val_accuracy"] is None else meta["best_val_accuracy"],
-        best_epoch=meta["best_epoch"],
-        best_state=best.model.state_dict(),
-        history=[EpochRecord(**r) for r in meta["history"]],
+    best_accuracy = meta["best_val_accuracy"]
+    record = {**meta, "best_accuracy": -1.0 if best_accuracy is None else best_accuracy}
+    return TrainState.restore(
+        record, last.model, last.optimizer_state, best.model.state_dict(), str(run_dir / "last.npz")
     )

@@ -5,10 +5,12 @@ train() knows nothing of files or terminals; callbacks write checkpoints and sho
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from .nn import (
     MLP,
     SGD,
     Adam,
+    Dropout,
     Network,
     Optimizer,
     Schedule,
@@ -51,7 +54,7 @@ class TrainState:
     """Everything needed to continue a run: weights, optimiser, generator, counters, best so far."""
 
     config: TrainConfig
-    model: MLP
+    model: MLP | Network
     optimizer: Optimizer
     rng: np.random.Generator
     epoch: int = 0  # epochs completed
@@ -60,6 +63,59 @@ class TrainState:
     best_epoch: int = 0
     best_state: dict[str, np.ndarray] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """Everything but the arrays, as JSON: the config, the counters, the generator and the history.
+        With ``model.state_dict()`` and ``optimizer.state_dict()`` it is the whole state: a run's
+        last.npz holds the three, and so does a pickled estimator."""
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_epoch": self.best_epoch,
+            "best_accuracy": self.best_accuracy,
+            "history": [dataclasses.asdict(r) for r in self.history],
+            "rng_state": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        record: dict[str, Any],
+        model: MLP | Network,
+        optimizer_state: dict[str, np.ndarray],
+        best_state: dict[str, np.ndarray] | None = None,
+        source: str = "training state",
+    ) -> TrainState:
+        """The state ``record()`` described, around ``model`` (already holding its weights): the
+        optimiser takes ``optimizer_state``, and dropout draws from the restored generator, so the
+        run continues exactly as an unbroken one would."""
+        config = TrainConfig.from_record(record["config"], source)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = record["rng_state"]
+        for layer in model.layers:
+            if isinstance(layer, Dropout):
+                layer.rng = rng  # dropout masks continue from the saved generator
+        optimizer = build_optimizer(config, model)
+        optimizer.load_state_dict(optimizer_state)
+        return cls(
+            config=config,
+            model=model,
+            optimizer=optimizer,
+            rng=rng,
+            epoch=record["epoch"],
+            step=record["step"],
+            best_accuracy=record["best_accuracy"],
+            best_epoch=record["best_epoch"],
+            best_state=model.state_dict() if best_state is None else best_state,
+            history=[EpochRecord(**r) for r in record["history"]],
+        )
+
+
+class LearningRate(Protocol):
+    """What the loop asks of a schedule: the rate of a step (``Schedule`` is one)."""
+
+    def lr_at(self, step: int) -> float: ...
 
 
 class Callback:
@@ -119,7 +175,7 @@ def build_model(
 
 def build_optimizer(config: TrainConfig, model: MLP) -> Optimizer:
     if config.optimizer == "adam":
-        return Adam(model.parameters(), lr=config.lr, l2=config.l2)
+        return Adam(model.parameters(), config.lr, config.beta1, config.beta2, config.eps, config.l2)
     return SGD(model.parameters(), config.lr, config.momentum, config.l2, config.nesterov)
 
 
@@ -174,7 +230,7 @@ def train(
     while state.epoch < last:
         # Overflow shows up as a non-finite loss, which stops training with advice; no warnings.
         with np.errstate(over="ignore", invalid="ignore"):
-            record = _train_epoch(state, data, schedule, callbacks)
+            record = train_epoch(state, data, schedule, callbacks)
         validated = record.val_accuracy is not None
         improved = not validated or record.val_accuracy > state.best_accuracy
         if improved:
@@ -189,16 +245,23 @@ def train(
     return state
 
 
-def _train_epoch(
-    state: TrainState, data: Dataset, schedule: Schedule, callbacks: Sequence[Callback]
+def train_epoch(
+    state: TrainState,
+    data: Dataset,
+    schedule: LearningRate,
+    callbacks: Sequence[Callback] = (),
+    shuffle: bool = True,
 ) -> EpochRecord:
+    """One pass over data.train (in a random order unless ``shuffle`` is off), then one score of
+    data.val if it has images; appends and returns the epoch's record. ``train`` runs it per epoch;
+    the scikit-learn estimator drives it with its own stopping rules."""
     config, model, optimizer = state.config, state.model, state.optimizer
     x_train, y_train = data.train.x, data.train.y
     n, scored = len(y_train), config.batch_size * config.hardest_of
     # The epoch's loss is the cross-entropy of the true labels over every image scored. A step's own
     # loss is that too, unless label smoothing changes its target or it learns from some rows only.
     scored_apart = config.label_smoothing > 0 or config.hardest_of > 1
-    order = state.rng.permutation(n)
+    order = state.rng.permutation(n) if shuffle else np.arange(n)
     loss_sum, correct = 0.0, 0
     started = time.perf_counter()
     for start in range(0, n, scored):

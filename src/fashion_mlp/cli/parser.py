@@ -338,7 +338,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "has batch norm too. --conv alone: none, a fully connected network",
     )
     net.add_argument(
-        "--init", choices=list(INITS), help="weight initialisation: he, or small = N(0, 0.01^2) as the report"
+        "--init",
+        choices=list(INITS),
+        help="weight initialisation: he, small = N(0, 0.01^2) as the report, or glorot (uniform, as "
+        "scikit-learn's MLPClassifier)",
     )
     net.add_argument("--epochs", type=int, help="passes over the training set")
     net.add_argument("--batch-size", type=int, help="images per mini-batch step")
@@ -348,6 +351,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum"
     )
+    net.add_argument("--beta1", type=float, help="Adam: decay rate of the mean gradient, in [0, 1)")
+    net.add_argument("--beta2", type=float, help="Adam: decay rate of the mean squared gradient, in [0, 1)")
+    net.add_argument("--eps", type=float, help="Adam: the epsilon added to the root mean square")
     net.add_argument(
         "--schedule",
         choices=SCHEDULES,
@@ -484,6 +490,9 @@ CONFIG_FLAGS = (
     "lr",
     "momentum",
     "nesterov",
+    "beta1",
+    "beta2",
+    "eps",
     "schedule",
     "decay",
     "warmup_epochs",

@@ -67,10 +67,16 @@ class Layer:
         return {}
 
 
-class Linear(Layer):
-    """y = x @ W + b with W of shape (in, out), drawn from N(0, std^2).
+INITS = ("he", "small", "glorot")
 
-    ``std=None`` is He initialisation, sqrt(2 / in), suited to the ReLU that follows.
+
+class Linear(Layer):
+    """y = x @ W + b with W of shape (in, out). ``init`` draws the starting weights:
+
+    - "he": N(0, 2 / in), suited to the ReLU that follows; biases 0.
+    - "small": N(0, 0.01^2), the initialisation the report's results imply; biases 0.
+    - "glorot": uniform in +-sqrt(6 / (in + out)), weights and biases, as scikit-learn's
+      MLPClassifier draws them.
     """
 
     def __init__(
@@ -81,24 +87,31 @@ class Linear(Layer):
         name: str = "linear",
         dtype: type = np.float32,
         needs_input_grad: bool = True,
-        std: float | None = None,
+        init: str = "he",
         bias: bool = True,
     ) -> None:
         super().__init__()
-        std = np.sqrt(2.0 / in_features) if std is None else std
-        weight = (rng.standard_normal((in_features, out_features)) * std).astype(dtype)
+        if init not in INITS:
+            raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+        shape = (in_features, out_features)
+        if init == "glorot":
+            bound = np.sqrt(6.0 / (in_features + out_features))
+            weight = rng.uniform(-bound, bound, shape).astype(dtype)
+            initial_bias = rng.uniform(-bound, bound, out_features).astype(dtype)
+        else:
+            std = np.sqrt(2.0 / in_features) if init == "he" else 0.01
+            weight = (rng.standard_normal(shape) * std).astype(dtype)
+            initial_bias = np.zeros(out_features, dtype=dtype)
         self.weight = Parameter(f"{name}.weight", weight, decay=True)
         # bias=False where batch norm follows, whose shift makes a bias redundant (its gradient is 0)
-        self.bias = (
-            Parameter(f"{name}.bias", np.zeros(out_features, dtype=dtype), decay=False) if bias else None
-        )
+        self.bias = Parameter(f"{name}.bias", initial_bias, decay=False) if bias else None
         self.out_features = out_features
         # The first layer's input is the data: its gradient is never used, so skip that matmul.
         self.needs_input_grad = needs_input_grad
         self._input: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        self._input = x
+        self._input = x if training else None  # inference keeps nothing of its batch
         out = self._buffer("out", (len(x), self.out_features), x.dtype) if training else None
         out = np.matmul(x, self.weight.value, out=out)
         if self.bias is not None:
@@ -156,8 +169,9 @@ class ReLU(Layer):
         self._output: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        self._output = np.maximum(x, 0, out=x)
-        return self._output
+        out = np.maximum(x, 0, out=x)
+        self._output = out if training else None
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         assert self._output is not None, "backward() called before forward()"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .layers import CENTRE_MEAN, Centre, Dropout, Layer, Linear, Parameter, ReLU
+from .layers import CENTRE_MEAN, INITS, Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
 
 
@@ -19,9 +19,6 @@ def state_shapes(sizes: Sequence[int], centred: bool = False) -> dict[str, tuple
         shapes[f"fc{i + 1}.weight"] = (int(fan_in), int(fan_out))
         shapes[f"fc{i + 1}.bias"] = (int(fan_out),)
     return shapes
-
-
-INITS = {"he": None, "small": 0.01}  # name -> weight std (None: He, sqrt(2 / fan_in))
 
 
 class Sequential:
@@ -105,7 +102,7 @@ class Sequential:
 class MLP(Sequential):
     """A stack of layers. ``sizes`` = [inputs, hidden..., classes], e.g. [784, 128, 128, 10].
 
-    ``init``: "he" (default) or "small", N(0, 0.01^2), the initialisation the report's results imply.
+    ``init``: "he" (default), "small" or "glorot" (see Linear).
     ``dropout`` follows each hidden layer; ``input_dropout`` drops input pixels.
     ``input_mean`` (a vector of ``sizes[0]``), if given, is subtracted from every input first.
     """
@@ -145,7 +142,7 @@ class MLP(Sequential):
                     name=f"fc{i + 1}",
                     dtype=dtype,
                     needs_input_grad=i > 0,
-                    std=INITS[init],
+                    init=init,
                 )
             )
             if i < len(self.sizes) - 2:
