@@ -27,7 +27,7 @@ bench: data $(BIN)/.bench-deps   ## speed against PyTorch and scikit-learn; writ
 bench-accuracy: data $(BIN)/.bench-deps   ## test accuracy of each recipe and peer; writes benchmarks/accuracy.json
 	$(BIN)/python benchmarks/accuracy.py $(ARGS)
 
-bench-sklearn: data $(BIN)/.bench-deps   ## our estimator against scikit-learn's MLPClassifier; writes benchmarks/sklearn.json
+bench-sklearn: data $(BIN)/.bench-deps   ## our estimator against scikit-learn's MLPClassifier: under dask-ml's Incremental, and fit; writes benchmarks/sklearn.json
 	$(BIN)/python benchmarks/sklearn_bench.py $(ARGS)
 
 bench-serve: data $(BIN)/.test-deps .venv-mlserver/.installed   ## our server against MLServer under hey, and a soak; writes benchmarks/serve.json
