@@ -1,10 +1,12 @@
 """Inference throughput: our NumPy engine against ONNX Runtime and PyTorch, at batch 1, 64 and 10,000.
 
-Every peer answers the same raw pixels (float32 0-255) with class probabilities for the same trained
-weights: ours through ``nn.Inference``, ONNX Runtime through the graph ``fashion-mlp export`` writes
-(CPU provider, 2 intra-op threads), PyTorch through the same folded layers in ``inference_mode``
-with 2 threads. Peers take turns, round after round, so that the machine's drift reaches them
-alike; each round times a burst of calls, and the table gives the median round.
+Every peer answers the same pixels with class probabilities for the same trained weights. Ours twice,
+through both doors of the API: ``Checkpoint.inference()`` on raw pixels (float32 0-255), and the model's
+own ``predict_proba`` on normalised pixels (normalised before the clock starts), as
+``checkpoint.load(path).model.predict_proba`` is called. ONNX Runtime answers raw pixels through the graph
+``fashion-mlp export`` writes (CPU provider, 2 intra-op threads), PyTorch the same folded layers in
+``inference_mode`` with 2 threads. Peers take turns, round after round, so that the machine's drift
+reaches them alike; each round times a burst of calls, and the table gives the median round.
 
 Run alone: ``python benchmarks/inference.py`` (``make bench`` runs it too).
 """
@@ -40,7 +42,16 @@ def trained_like_model(hidden: tuple[int, ...]) -> MLP:
 
 
 def ours(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+    """Checkpoint.inference(): the checkpoint's normalisation folded into the first layer."""
     return Inference(model, data.NORMALISATION["offset"], data.NORMALISATION["scale"]).predict_proba
+
+
+def ours_model(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+    """model.predict_proba, given normalised pixels (see NORMALISED)."""
+    return model.predict_proba
+
+
+NORMALISED = {"model": data.normalise}  # peers that take normalised pixels, and how they are made
 
 
 def onnxruntime_peer(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
@@ -84,31 +95,35 @@ def seconds_per_call(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bud
             return elapsed / calls
 
 
-def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "onnxruntime", "pytorch")) -> dict:
+def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "model", "onnxruntime", "pytorch")) -> dict:
     """{network: {batch: {peer: median seconds per call, ...}}} with agreement checks."""
-    makers = {"ours": ours, "onnxruntime": onnxruntime_peer, "pytorch": pytorch_peer}
+    makers = {"ours": ours, "model": ours_model, "onnxruntime": onnxruntime_peer, "pytorch": pytorch_peer}
     pixels = np.random.default_rng(1).uniform(0, 255, (max(BATCHES), 784)).astype(np.float32)
     results: dict = {}
     for name, hidden in NETWORKS.items():
         model = trained_like_model(hidden)
         runners = {peer: makers[peer](model) for peer in peers}
+        given = {peer: NORMALISED.get(peer, lambda x: x) for peer in peers}
         reference = runners["ours"](pixels[:777])
         results[name] = {}
         for batch in BATCHES:
-            x = np.ascontiguousarray(pixels[:batch])
-            for run in runners.values():  # warm-up, and a check that every peer answers alike
-                np.testing.assert_allclose(run(pixels[:777])[:batch], reference[:batch], rtol=1e-4, atol=1e-6)
-                run(x)
+            x = {peer: np.ascontiguousarray(given[peer](pixels[:batch])) for peer in peers}
+            for peer, run in runners.items():  # warm-up, and a check that every peer answers alike
+                answer = run(given[peer](pixels[:777]))[:batch]
+                np.testing.assert_allclose(answer, reference[:batch], rtol=1e-4, atol=1e-6)
+                run(x[peer])
             times: dict[str, list[float]] = {peer: [] for peer in runners}
             for _ in range(rounds):
                 for peer, run in runners.items():
-                    times[peer].append(seconds_per_call(run, x, ROUND_S))
+                    times[peer].append(seconds_per_call(run, x[peer], ROUND_S))
             row = {f"{peer}_s": statistics.median(t) for peer, t in times.items()}
             for peer in runners:
                 row[f"{peer}_samples_per_s"] = batch / row[f"{peer}_s"]
             for peer in runners:
                 if peer != "ours":
                     row[f"ours_vs_{peer}"] = row[f"{peer}_s"] / row["ours_s"]
+            if "model" in runners and "onnxruntime" in runners:
+                row["model_vs_onnxruntime"] = row["onnxruntime_s"] / row["model_s"]
             results[name][str(batch)] = row
             print(f"measured inference {name} batch {batch}", file=sys.stderr)
     return results
@@ -116,8 +131,9 @@ def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "onnxruntime", "p
 
 def format_table(results: dict) -> str:
     lines = [
-        "| network | batch | ours | ONNX Runtime | PyTorch | ours / ONNX Runtime | ours / PyTorch |",
-        "|---|---|---|---|---|---|---|",
+        "| network | batch | `Checkpoint.inference()` | `model.predict_proba` | ONNX Runtime | PyTorch "
+        "| inference() vs ONNX Runtime | predict_proba vs ONNX Runtime | inference() vs PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def per_call(row: dict, peer: str) -> str:
@@ -128,12 +144,11 @@ def format_table(results: dict) -> str:
 
     for name, batches in results.items():
         for batch, row in batches.items():
-            ratios = [
-                f"{row[k]:.2f}x" if k in row else "-" for k in ("ours_vs_onnxruntime", "ours_vs_pytorch")
-            ]
+            keys = ("ours_vs_onnxruntime", "model_vs_onnxruntime", "ours_vs_pytorch")
+            ratios = [f"{row[k]:.2f}x" if k in row else "-" for k in keys]
             lines.append(
-                f"| {name} | {int(batch):,} | {per_call(row, 'ours')} | {per_call(row, 'onnxruntime')} "
-                f"| {per_call(row, 'pytorch')} | {ratios[0]} | {ratios[1]} |"
+                f"| {name} | {int(batch):,} | {per_call(row, 'ours')} | {per_call(row, 'model')} "
+                f"| {per_call(row, 'onnxruntime')} | {per_call(row, 'pytorch')} | {' | '.join(ratios)} |"
             )
     lines.append("")
     lines.append("Time per call (median of the rounds); a ratio above 1 means ours is faster.")

@@ -211,3 +211,50 @@ def test_inference_in_chunks_equals_one_batch(rng):
     np.testing.assert_allclose(model.logits(x, batch_size=7), model.logits(x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.predict_proba(x).sum(axis=1), 1.0, rtol=1e-5)
     assert model.predict(x).shape == (50,)
+
+
+def test_glorot_draws_weights_and_biases_uniformly_as_scikit_learn(rng):
+    layer = Linear(300, 100, rng, init="glorot")
+    bound = np.sqrt(6.0 / 400)
+    for values in (layer.weight.value, layer.bias.value):
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.95 * bound
+    assert layer.weight.value.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
+    with pytest.raises(ValueError, match="unknown initialisation 'xavier'"):
+        Linear(3, 2, rng, init="xavier")
+
+
+def test_an_inference_forward_keeps_nothing_of_its_batch(rng):
+    model = MLP([6, 5, 4, 3], rng, dropout=0.5)
+    x = rng.standard_normal((8, 6)).astype(np.float32)
+    model.forward(x)  # training keeps what backward needs...
+    assert model.layers[0]._input is not None and model.layers[1]._output is not None
+    model.forward(x, training=False)  # ... and an answer lets go of it
+    for layer in model.layers:
+        assert getattr(layer, "_input", None) is None and getattr(layer, "_output", None) is None
+        assert getattr(layer, "mask", None) is None
+
+
+def test_predict_proba_is_the_fast_path_and_follows_every_change_of_weights(rng):
+    from fashion_mlp.nn import SGD, Inference, softmax
+
+    mean = rng.uniform(-1, 1, 6).astype(np.float32)
+    model = MLP([6, 16, 16, 3], rng, input_mean=mean)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+
+    def through_layers():
+        return softmax(model.forward(x, training=False))
+
+    assert isinstance(model._fast_path(), Inference)
+    np.testing.assert_allclose(model.predict_proba(x), through_layers(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(model.predict_proba(x[:1]), through_layers()[:1], rtol=1e-5, atol=1e-7)
+    before = model.predict_proba(x)
+    optimizer = SGD(model.parameters(), lr=0.5, momentum=0.9)
+    _, dlogits = softmax_cross_entropy(model.forward(x), np.zeros(40, dtype=np.int64))
+    model.backward(dlogits)
+    optimizer.step()
+    after = model.predict_proba(x)
+    assert np.abs(after - before).max() > 1e-3  # the step moved the answers ...
+    np.testing.assert_allclose(after, through_layers(), rtol=1e-5, atol=1e-7)  # ... and the fast path saw it
+    model.load_state_dict(MLP([6, 16, 16, 3], np.random.default_rng(9), input_mean=mean).state_dict())
+    np.testing.assert_allclose(model.predict_proba(x), through_layers(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(model.predict(x), through_layers().argmax(axis=1))

@@ -16,11 +16,12 @@ Dropout is the identity at inference, so an MLP trained with it answers the same
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .model import MLP
+if TYPE_CHECKING:  # model.py answers through this module: the import would go round in a circle
+    from .model import MLP
 
 
 class Affine(NamedTuple):
@@ -97,9 +98,9 @@ class Inference:
             np.maximum(h, 0, out=h)
         z = h @ self._last.weight
         z += self._last.bias
-        z -= z.max()
+        z -= np.maximum.reduce(z)  # the ufuncs' reductions: the array methods add a Python layer
         np.exp(z, out=z)
-        z /= z.sum()
+        z /= np.add.reduce(z)
         return z[None]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:

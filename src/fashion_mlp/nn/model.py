@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .inference import Inference
 from .layers import CENTRE_MEAN, INITS, Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
 
@@ -34,10 +35,12 @@ class Sequential:
         return [p for layer in self.layers for p in layer.parameters()]
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """Logits for a batch, caching what backward() needs.
+        """Logits for a batch, caching what backward() needs (in training; inference caches nothing).
 
         In training the result lives in a buffer the next forward overwrites; copy it to keep it.
         """
+        if training:
+            self._answering = None  # the weights are about to change: answer from them afresh
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -57,7 +60,11 @@ class Sequential:
             layer.keep_rows(rows)
 
     def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Inference logits, computed ``batch_size`` rows (default ``chunk``) at a time to bound memory."""
+        """Inference logits, through the fastest path the network has (``_fast_path``), else through
+        its layers ``batch_size`` rows (default ``chunk``) at a time to bound memory."""
+        fast = self._fast_path() if batch_size is None else None
+        if fast is not None:
+            return fast.logits(x)
         size = batch_size or self.chunk
         dtype = self.parameters()[0].value.dtype
         out = np.empty((x.shape[0], self.sizes[-1]), dtype=dtype)
@@ -67,10 +74,17 @@ class Sequential:
         return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x))
+        fast = self._fast_path()
+        return softmax(self.logits(x)) if fast is None else fast.predict_proba(x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.logits(x).argmax(axis=1)
+
+    _answering: Inference | None = None
+
+    def _fast_path(self) -> Inference | None:
+        """What answers for the network, if something faster than its layers does: None here."""
+        return None
 
     def _arrays(self) -> dict[str, np.ndarray]:
         """Every parameter, then every layer's state (an input mean, batch norm's running averages)."""
@@ -97,6 +111,7 @@ class Sequential:
             if state[name].shape != target.shape:
                 raise ValueError(f"{name} has shape {state[name].shape}, the model expects {target.shape}")
             target[...] = state[name]
+        self._answering = None
 
 
 class MLP(Sequential):
@@ -149,6 +164,17 @@ class MLP(Sequential):
                 self.layers.append(ReLU())
                 if dropout > 0.0:
                     self.layers.append(Dropout(dropout, rng))
+
+    def _fast_path(self) -> Inference:
+        """``Inference``, the one fast way to answer (Checkpoint.inference() and serve use it too):
+        hidden layers feature-major on contiguous transposed copies of the weights, the input mean
+        folded into the first bias, batch-one answers as matrix-vector products. The copies are made at
+        the first answer after a training forward or load_state_dict, which change the weights; write
+        into the weights any other way and answer with ``forward(x, training=False)``."""
+        answering = self._answering
+        if answering is None:
+            answering = self._answering = Inference(self)
+        return answering
 
     @property
     def linears(self) -> list[Linear]:
