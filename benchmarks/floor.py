@@ -1,5 +1,6 @@
-"""The physical limit of a training step: its matrix products alone (the BLAS floor), and where the rest
-of the step goes. Used by `make bench` (run.py), which interleaves both with the timed epochs.
+"""The physical limit of a training step: its matrix products alone (the BLAS floor), its roofline (the
+products, plus one SGD-momentum update over its parameters, each timed alone), and where the rest of
+the step goes. Used by `make bench` (run.py), which interleaves both with the timed epochs.
 
 The floor runs, for every step of an epoch, exactly the products our step runs: for each layer the
 forward x @ W, the weight gradient x.T @ g and (above the first layer) the input gradient g @ W.T, with
@@ -51,6 +52,23 @@ def floor_epochs(n: int, sizes: list[int], batch: int):
                 np.matmul(inputs[i].T, grads[i], out=weight_grads[i])
                 if i > 0:
                     np.matmul(grads[i], weights[i].T, out=input_grads[i])
+        yield time.perf_counter() - start
+
+
+def update_epochs(n: int, sizes: list[int], batch: int, l2: float = 1e-4):
+    """Yields the seconds of one epoch's worth of SGD-momentum updates alone (our optimiser, with L2,
+    over the network's parameters, the gradients already there): with the products alone, the step's
+    roofline."""
+    from fashion_mlp.nn import MLP, SGD
+
+    model = MLP(sizes, np.random.default_rng(0))
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, l2=l2)
+    optimizer.grad[...] = np.random.default_rng(1).standard_normal(optimizer.grad.size, dtype=np.float32)
+    steps = math.ceil(n / batch)
+    while True:
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimizer.step()
         yield time.perf_counter() - start
 
 

@@ -156,6 +156,7 @@ def main() -> None:
             "ours": ours_epochs(dataset, hidden),
             "matmul": matmul_products(),
             "floor": floor.floor_epochs(n, [784, *hidden, 10], BATCH),
+            "update": floor.update_epochs(n, [784, *hidden, 10], BATCH, bench_config(hidden).l2),
             "profile": profile.epochs(),
         }
         if not args.skip_peers:
@@ -176,6 +177,10 @@ def main() -> None:
         row["floor_ms"] = 1000 * row.pop("floor_epoch_s") / steps
         row.pop("floor_samples_per_s")
         row["step_over_floor"] = row["step_ms"] / row["floor_ms"]
+        row["update_ms"] = 1000 * row.pop("update_epoch_s") / steps
+        row.pop("update_samples_per_s")
+        row["roofline_ms"] = row["floor_ms"] + row["update_ms"]
+        row["step_over_roofline"] = row["step_ms"] / row["roofline_ms"]
         row["profiled_step_ms"] = 1000 * row.pop("profile_epoch_s") / steps
         row.pop("profile_samples_per_s")
         row["profile_ms"] = {
@@ -218,19 +223,29 @@ def format_table(results: dict) -> str:
         )
     lines += [
         "",
-        "The BLAS floor: a step's matrix products alone, with its shapes, in turn with the epochs "
+        "The BLAS floor: a step's matrix products alone, with its shapes; the roofline: the floor plus one "
+        "SGD-momentum update over its parameters, alone; both in turn with the epochs "
         "(`benchmarks/floor.py`); and where the step's time goes, measured in a profiled copy of it:",
         "",
     ]
     phases = list(floor.PHASES)
-    lines.append("| network | step | floor | step / floor | profiled step | " + " | ".join(phases) + " |")
-    lines.append("|---|---|---|---|---|" + "---|" * len(phases))
+    lines.append(
+        "| network | step | floor | step / floor | update | roofline | step / roofline | profiled step | "
+        + " | ".join(phases)
+        + " |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|" + "---|" * len(phases))
     for name, row in results["networks"].items():
         if "floor_ms" in row:
             parts = " | ".join(f"{row['profile_ms'][p]:.3f}" for p in phases)
+            roof = (
+                f"{row['update_ms']:.3f} ms | {row['roofline_ms']:.3f} ms | {row['step_over_roofline']:.2f}x"
+                if "roofline_ms" in row
+                else "- | - | -"
+            )
             lines.append(
                 f"| {name} | {row['step_ms']:.3f} ms | {row['floor_ms']:.3f} ms | "
-                f"{row['step_over_floor']:.2f}x | {row['profiled_step_ms']:.3f} ms | {parts} |"
+                f"{row['step_over_floor']:.2f}x | {roof} | {row['profiled_step_ms']:.3f} ms | {parts} |"
             )
     if "cnn" in results:
         lines += [

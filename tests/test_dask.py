@@ -41,8 +41,8 @@ def digits():
 def test_incremental_trains_over_the_blocks_of_a_dask_array(client, digits):
     X, y = digits
     dX, dy = da.from_array(X[:1500], chunks=250), da.from_array(y[:1500], chunks=250)
-    clf = MLPClassifier(hidden_layer_sizes=(32,), batch_size=25, learning_rate_init=0.01, random_state=0)
-    model = wrappers.Incremental(clf, scoring="accuracy")
+    clf = MLPClassifier(hidden_layer_sizes=(32,), batch_size=25, learning_rate_init=0.005, random_state=0)
+    model = wrappers.Incremental(clf, scoring="accuracy", random_state=0)  # the blocks' order, seeded
     scores, curves = [], []
     for _ in range(4):  # four passes over the six blocks: 24 calls of partial_fit on the workers
         model.partial_fit(dX, dy, classes=np.arange(10))
@@ -51,7 +51,7 @@ def test_incremental_trains_over_the_blocks_of_a_dask_array(client, digits):
     fitted = model.estimator_
     assert isinstance(fitted, MLPClassifier) and fitted.t_ == 4 * 1500 and len(fitted.loss_curve_) == 24
     assert curves[-1][: len(curves[0])] == curves[0]  # each pass continued the one before
-    assert scores[-1] > scores[0] and scores[-1] > 0.85, scores
+    assert min(scores[2:]) > scores[0] and scores[-1] > 0.85, scores
     assert client.run(lambda: True)  # the workers are alive after it all
 
 
