@@ -104,6 +104,10 @@ CASES = {
         lambda p: rewrite(p, edit_meta(flip_centred)),
         "do not match",
     ),
+    "array entry not a list of dimensions": (  # found by fuzzing the estimator's file: a TypeError before
+        lambda p: rewrite(p, edit_meta(lambda m: m["arrays"].update({"model/fc1.bias": ["<f4", 5]}))),
+        r"metadata of array 'model/fc1.bias' is not \[dtype, \[dims...\]\]",
+    ),
 }
 
 

@@ -244,18 +244,33 @@ def _network(meta: dict[str, Any], path: Path) -> Network | None:
     return network
 
 
+def _array_entry(entry: Any) -> bool:
+    """A declared array: [dtype as text, [each dimension, a count]]."""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in entry[1])
+    )
+
+
 def _read_arrays(
     archive: zipfile.ZipFile, meta: dict[str, Any], path: Path, shapes: dict[str, tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
     model_shapes = {f"model/{k}": v for k, v in shapes.items()}
     declared = meta["arrays"]
+    if not isinstance(declared, dict):
+        raise CheckpointError(f"{path}: its metadata does not list its arrays")
     members = {m.removesuffix(".npy") for m in archive.namelist()} - {META_KEY}
     model_members = {m for m in members if m.startswith("model/")}
     if members != set(declared) or model_members != set(model_shapes):
         raise CheckpointError(f"{path}: its arrays do not match its metadata")
     arrays = {}
-    for name, (dtype, shape) in declared.items():
-        shape = tuple(shape)
+    for name, entry in declared.items():
+        if not _array_entry(entry):
+            raise CheckpointError(f"{path}: the metadata of array {name!r} is not [dtype, [dims...]]")
+        dtype, shape = entry[0], tuple(entry[1])
         if name in model_shapes and (shape != model_shapes[name] or dtype != "<f4"):
             raise CheckpointError(f"{path}: {name} is {dtype}{shape}, not the architecture's")
         if name not in model_shapes and (np.prod(shape, dtype=np.int64) > MAX_ARRAY_ITEMS):

@@ -193,6 +193,46 @@ def _load_resume_state(payload: bytes, scratch: Path) -> object:
     return runs.load_state(run_dir)
 
 
+def _replace_meta(path: Path, payload: bytes) -> None:
+    """Put ``payload`` where the checkpoint's JSON metadata is (outside the arrays' checksum)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    meta = io.BytesIO()
+    np.save(meta, np.frombuffer(payload, dtype=np.uint8))
+    members[checkpoint.META_KEY + ".npy"] = meta.getvalue()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, raw)
+
+
+@cache
+def _estimator_template() -> Path:
+    """A fitted scikit-learn estimator saved by MLPClassifier.save: weights, optimiser, training state."""
+    from fashion_mlp.sklearn import MLPClassifier
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((60, 5)).astype(np.float32), np.arange(60) % 3
+    path = Path(tempfile.mkdtemp(prefix="fuzz-estimator-")) / "clf.npz"
+    MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, dropout=0.1, random_state=0).fit(x, y).save(path)
+    return path
+
+
+def _load_estimator(payload: bytes, scratch: Path) -> object:
+    """The metadata of an estimator's file, which MLPClassifier.load reads and no checksum covers."""
+    from fashion_mlp.sklearn import MLPClassifier
+
+    path = scratch / "clf.npz"
+    shutil.copy(_estimator_template(), path)
+    _replace_meta(path, payload)
+    return MLPClassifier.load(path)
+
+
+def _estimator_seed() -> list[bytes]:
+    with zipfile.ZipFile(_estimator_template()) as archive:
+        raw = archive.read(checkpoint.META_KEY + ".npy")
+    return [np.load(io.BytesIO(raw)).tobytes()]
+
+
 def _resume_seed() -> list[bytes]:
     with zipfile.ZipFile(_run_template() / "run" / "last.npz") as archive:
         raw = archive.read(checkpoint.META_KEY + ".npy")
@@ -333,6 +373,12 @@ TARGETS = {
         Target("run-summary", _load_run_summary, _run_file("summary.json"), (b":", b"[", b'"')),
         Target("metrics", _load_metrics, _run_file("metrics.csv"), (b",", b"\n")),
         Target("resume", _load_resume_state, _resume_seed, (b'"rng_state"', b'"history"', b'"config"', b":")),
+        Target(
+            "estimator",
+            _load_estimator,
+            _estimator_seed,
+            (b'"train_state"', b'"params"', b'"fitted"', b'"classes"', b":"),
+        ),
         Target(
             "serve-infer-json", _load_infer_json, _infer_seeds, (b'"shape"', b'"data"', b'"outputs"', b":")
         ),

@@ -20,6 +20,7 @@ EXAMPLES = {
     "run-config": 60,
     "run-summary": 60,
     "resume": 120,
+    "estimator": 120,
     "search-results": 60,
 }
 INTERESTING = [b"\x00", b"\xff", b"\x7f", b"\x80", b"'", b'"', b"(", b"{", b"[", b"\\", b"\n", b"-1",

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..files import atomic_write_bytes
 from ..nn import CENTRE_MEAN, MLP, Dropout
 from ..train import TrainState, build_model, build_optimizer
-from .params import translate_old
+from .params import check, translate_old
 
 if TYPE_CHECKING:
     from .estimator import MLPClassifier
@@ -124,18 +124,21 @@ def load(cls: type[MLPClassifier], path: str | Path) -> MLPClassifier:
         if isinstance(params.get("hidden_layer_sizes"), list):
             params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         estimator = cls(**params)
+        settings = check(estimator.get_params())  # a file's settings are checked as a caller's are
         classes = np.array(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
         if len(classes) != model.sizes[-1]:
             raise ValueError(f"{len(classes)} classes for {model.sizes[-1]} outputs")
+        if classes.ndim != 1 or not np.array_equal(np.unique(classes), classes):
+            raise ValueError("the classes are not distinct and sorted")
+        names = meta.get("feature_names")
+        if names is not None and (not isinstance(names, list) or len(names) != model.sizes[0]):
+            raise ValueError(f"feature_names must list the {model.sizes[0]} features")
         arrays = model.state_dict()
         if "train_state" in meta and loaded.optimizer_state:
             record = meta["train_state"]
             rebuilt = _rebuild(TrainConfig.from_record(record["config"]), arrays, model.sizes)
             estimator._state = TrainState.restore(record, rebuilt, loaded.optimizer_state)
         else:  # saved before the file held the optimiser: training continues from the weights
-            from .params import check
-
-            settings = check(estimator.get_params())
             config = settings.config(0, settings.batch_size_for(10**9))
             estimator._state = around(_rebuild(config, arrays, model.sizes), config)
         fitted = meta.get(
@@ -144,14 +147,14 @@ def load(cls: type[MLPClassifier], path: str | Path) -> MLPClassifier:
         for key in BOOKKEEPING:
             value = fitted.get(key)
             setattr(estimator, key, list(value) if isinstance(value, list) else value)
-    except (KeyError, TypeError, ValueError) as err:
-        raise checkpoint.CheckpointError(f"{path}: its estimator metadata is damaged ({err})") from None
-    estimator.classes_ = classes
-    estimator.n_features_in_ = model.sizes[0]
-    if meta.get("feature_names") is not None:
-        estimator.feature_names_in_ = np.array(meta["feature_names"], dtype=object)
-    _defaults(estimator)
-    estimator._fitted()
+        estimator.classes_ = classes
+        estimator.n_features_in_ = model.sizes[0]
+        if names is not None:
+            estimator.feature_names_in_ = np.array(names, dtype=object)
+        _defaults(estimator)
+        estimator._fitted()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as err:
+        raise checkpoint.CheckpointError(f"{path}: its estimator metadata is damaged ({err!r})") from None
     return estimator
 
 
