@@ -379,10 +379,12 @@ def test_settings_are_checked_with_the_packages_messages(digits, params, message
         MLPClassifier(**{**QUICK, **params}).fit(X, y)
 
 
-def test_an_integer_hidden_layer_size_is_one_layer_as_in_scikit_learn(digits):
+def test_hidden_layer_sizes_as_scikit_learn_takes_them(digits):
     X, y = digits
     clf = MLPClassifier(**{**QUICK, "hidden_layer_sizes": 12}).fit(X / 16, y)
     assert [c.shape for c in clf.coefs_] == [(64, 12), (12, 10)]
+    clf = MLPClassifier(**{**QUICK, "hidden_layer_sizes": np.array([12, 6]), "verbose": 0}).fit(X / 16, y)
+    assert [c.shape for c in clf.coefs_] == [(64, 12), (12, 6), (6, 10)]
 
 
 def test_cosine_is_a_schedule_with_an_end(digits):
@@ -461,3 +463,11 @@ def test_our_additions_learn_noisy_overlapping_classes():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X[:2400], y[:2400])
     assert clf.get_params()["hardest_of"] == 1 and clf.score(X[2400:], y[2400:]) > 0.6
+
+
+def test_verbose_prints_what_scikit_learn_prints(digits, capsys):
+    X, y = digits
+    MLPClassifier(**{**QUICK, "max_iter": 2, "early_stopping": True, "verbose": True}).fit(X / 16, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Iteration 1, loss = ") and lines[1].startswith("Validation score: ")
+    assert len(lines) == 4

@@ -11,6 +11,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..config import TrainConfig
 from ..errors import InvalidValue
 from ..nn import Schedule
@@ -88,7 +90,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "shuffle": (_flag, "True or False"),
     "tol": (lambda v: _real(v) and v >= 0, "a number >= 0"),
-    "verbose": (_flag, "True or False"),
+    "verbose": (lambda v: _flag(v) or (_integer(v) and v >= 0), "True, False or a count >= 0"),
     "warm_start": (_flag, "True or False"),
     "momentum": (_unit, "a number in [0, 1)"),
     "nesterovs_momentum": (_flag, "True or False"),
@@ -162,6 +164,8 @@ def check(params: dict[str, Any]) -> Settings:
     hidden = params["hidden_layer_sizes"]
     if _integer(hidden):
         hidden = (hidden,)
+    elif isinstance(hidden, np.ndarray) and hidden.ndim == 1:  # array-like, as scikit-learn takes
+        hidden = tuple(hidden.tolist())
     if not isinstance(hidden, (tuple, list)) or not hidden or not all(_integer(h) for h in hidden):
         raise InvalidValue(f"hidden_layer_sizes must be an integer or a tuple of integers, got {hidden!r}")
     if any(h < 1 for h in hidden):
