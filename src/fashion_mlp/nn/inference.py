@@ -66,6 +66,7 @@ class Inference:
         self._hidden = [(np.ascontiguousarray(a.weight.T), a.bias[:, None].copy()) for a in layers[:-1]]
         self._last = layers[-1]
         self._hidden_1d = [(weight_t, bias[:, 0]) for weight_t, bias in self._hidden]  # for a batch of one
+        self._zero = self.dtype.type(0)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -92,15 +93,17 @@ class Inference:
         """A batch of one as vectors: matrix-vector products and whole-array reductions, the fewest
         NumPy calls (each costs about a microsecond, as much as a small layer's product)."""
         h = x.astype(self.dtype, copy=False)
+        zero = self._zero  # a scalar of the array's dtype: a Python 0 costs a type resolution per call
         for weight_t, bias in self._hidden_1d:
             h = weight_t @ h
             h += bias
-            np.maximum(h, 0, out=h)
+            np.maximum(h, zero, out=h)
         z = h @ self._last.weight
         z += self._last.bias
-        z -= np.maximum.reduce(z)  # the ufuncs' reductions: the array methods add a Python layer
+        # A handful of classes: Python's max and sum over a list beat a NumPy reduction's set-up.
+        z -= max(z.tolist())
         np.exp(z, out=z)
-        z /= np.add.reduce(z)
+        z /= sum(z.tolist())
         return z[None]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
