@@ -178,21 +178,6 @@ def _load_metrics(payload: bytes, scratch: Path) -> object:
     return runs.read_metrics(scratch / "metrics.csv")
 
 
-def _load_resume_state(payload: bytes, scratch: Path) -> object:
-    """The metadata of last.npz, which --resume reads and which no checksum covers."""
-    run_dir = _copy_run(scratch)
-    path = run_dir / "last.npz"
-    with zipfile.ZipFile(path) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    meta = io.BytesIO()
-    np.save(meta, np.frombuffer(payload, dtype=np.uint8))
-    members[checkpoint.META_KEY + ".npy"] = meta.getvalue()
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, raw in members.items():
-            archive.writestr(name, raw)
-    return runs.load_state(run_dir)
-
-
 def _replace_meta(path: Path, payload: bytes) -> None:
     """Put ``payload`` where the checkpoint's JSON metadata is (outside the arrays' checksum)."""
     with zipfile.ZipFile(path) as archive:
@@ -203,6 +188,20 @@ def _replace_meta(path: Path, payload: bytes) -> None:
     with zipfile.ZipFile(path, "w") as archive:
         for name, raw in members.items():
             archive.writestr(name, raw)
+
+
+def _meta_of(path: Path) -> bytes:
+    """A checkpoint's JSON metadata, as the bytes a seed is made of."""
+    with zipfile.ZipFile(path) as archive:
+        raw = archive.read(checkpoint.META_KEY + ".npy")
+    return np.load(io.BytesIO(raw)).tobytes()
+
+
+def _load_resume_state(payload: bytes, scratch: Path) -> object:
+    """The metadata of last.npz, which --resume reads and which no checksum covers."""
+    run_dir = _copy_run(scratch)
+    _replace_meta(run_dir / "last.npz", payload)
+    return runs.load_state(run_dir)
 
 
 @cache
@@ -228,15 +227,11 @@ def _load_estimator(payload: bytes, scratch: Path) -> object:
 
 
 def _estimator_seed() -> list[bytes]:
-    with zipfile.ZipFile(_estimator_template()) as archive:
-        raw = archive.read(checkpoint.META_KEY + ".npy")
-    return [np.load(io.BytesIO(raw)).tobytes()]
+    return [_meta_of(_estimator_template())]
 
 
 def _resume_seed() -> list[bytes]:
-    with zipfile.ZipFile(_run_template() / "run" / "last.npz") as archive:
-        raw = archive.read(checkpoint.META_KEY + ".npy")
-    return [np.load(io.BytesIO(raw)).tobytes()]
+    return [_meta_of(_run_template() / "run" / "last.npz")]
 
 
 def _load_search_results(payload: bytes, scratch: Path) -> object:
