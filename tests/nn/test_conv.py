@@ -40,22 +40,45 @@ def direct_convolution(x, weight, bias):
     return out + (0 if bias is None else bias)
 
 
+def quartered(maps):
+    """(N, H, W, C) maps as the quarters a convolution writes for pooling: (4, N, H/2, W/2, C),
+    quarter 2·dy + dx holding pixels (2y+dy, 2x+dx)."""
+    return np.stack([maps[:, dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)])
+
+
+def unquartered(quarters):
+    n, h2, w2, c = quarters.shape[1:]
+    maps = np.empty((n, 2 * h2, 2 * w2, c), quarters.dtype)
+    for q, (dy, dx) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        maps[:, dy::2, dx::2] = quarters[q]
+    return maps
+
+
+# One input channel stores the columns transposed (offsets first); quarters reorder the pixels.
+LAYOUTS = [(1, False), (3, False), (1, True), (3, True)]
+
+
+@pytest.mark.parametrize("channels, quarters", LAYOUTS)
 @pytest.mark.parametrize("kernel, bias", [(3, True), (5, False), (1, True)])
-def test_conv2d_forward_is_the_definition(rng, kernel, bias):
-    layer = Conv2d(3, 4, kernel, rng, dtype=np.float64, bias=bias)
+def test_conv2d_forward_is_the_definition(rng, kernel, bias, channels, quarters):
+    layer = Conv2d(channels, 4, kernel, rng, dtype=np.float64, bias=bias)
+    layer.quarters = quarters
     if bias:
         layer.bias.value[:] = rng.standard_normal(4)
-    x = rng.standard_normal((2, 6, 5, 3))
+    x = rng.standard_normal((2, 6, 4, channels))
     expected = direct_convolution(x, layer.weight.value, layer.bias.value if bias else None)
     for training in (True, False):
-        np.testing.assert_allclose(layer.forward(x, training), expected, rtol=1e-12, atol=1e-12)
+        out = layer.forward(x, training)
+        np.testing.assert_allclose(unquartered(out) if quarters else out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels, quarters", LAYOUTS)
 @pytest.mark.parametrize("kernel, bias", [(3, True), (5, False)])
-def test_conv2d_gradients_match_finite_differences(rng, kernel, bias):
-    layer = Conv2d(2, 3, kernel, rng, dtype=np.float64, bias=bias)
-    x, upstream = rng.standard_normal((2, 5, 4, 2)), rng.standard_normal((2, 5, 4, 3))
-    assert_gradients_match(layer, x, upstream, input_rtol=1e-6)
+def test_conv2d_gradients_match_finite_differences(rng, kernel, bias, channels, quarters):
+    layer = Conv2d(channels, 3, kernel, rng, dtype=np.float64, bias=bias)
+    layer.quarters = quarters
+    x, upstream = rng.standard_normal((2, 6, 4, channels)), rng.standard_normal((2, 6, 4, 3))
+    assert_gradients_match(layer, x, quartered(upstream) if quarters else upstream, input_rtol=1e-6)
 
 
 def test_the_first_conv2d_skips_its_input_gradient(rng):
@@ -92,6 +115,44 @@ def test_maxpool_gives_a_tied_windows_gradient_to_one_input_only():
     layer.forward(x)
     grad_in = layer.backward(np.full((1, 1, 1, 1), 5.0))
     assert grad_in.sum() == 5.0 and grad_in[0, 0, 0, 0] == 5.0
+
+
+def test_maxpool_on_quarters_is_maxpool_on_the_maps_they_came_from(rng):
+    """The same maxima, and the same gradients, ties included: rows of zeros tie in every window."""
+    x = rng.standard_normal((3, 4, 6, 2))
+    x[1] = 0.0
+    x[2, :, :, 0] = 1.0
+    upstream = rng.standard_normal((3, 2, 3, 2))
+    plain, quarters = MaxPool2d(), MaxPool2d()
+    np.testing.assert_array_equal(quarters.forward(quartered(x)), plain.forward(x))
+    np.testing.assert_array_equal(quarters.forward(quartered(x), training=False), plain.forward(x, False))
+    plain.forward(x), quarters.forward(quartered(x))
+    rows = np.array([2, 1])
+    plain.keep_rows(rows), quarters.keep_rows(rows)
+    grad_in = quarters.backward(upstream[rows])
+    assert grad_in.shape == (4, 2, 2, 3, 2)
+    np.testing.assert_array_equal(unquartered(grad_in), plain.backward(upstream[rows]))
+    # Image 1 is all ties: each window's gradient goes to its top-left pixel, quarter 0, alone.
+    np.testing.assert_array_equal(grad_in[0, 1], upstream[1])
+    assert not grad_in[1:, 1].any()
+
+
+def test_a_network_writes_quarters_where_pooling_follows_a_convolution():
+    from fashion_mlp.nn import Network, cnn_records
+
+    network = Network(cnn_records((8, 8, 1), (2, 3), (4,), 10), 64)
+    convs = [layer for layer in network.layers if isinstance(layer, Conv2d)]
+    assert [c.quarters for c in convs] == [True, True]
+    lone = Network(
+        [
+            {"kind": "image", "height": 4, "width": 4, "channels": 1},
+            {"kind": "conv", "out": 2, "kernel": 3},
+            {"kind": "flatten"},
+            {"kind": "linear", "out": 3},
+        ],
+        16,
+    )
+    assert not lone.layers[1].quarters
 
 
 def test_maxpool_refuses_an_odd_size():
@@ -148,16 +209,34 @@ def run(layers, x, upstream, rows=None):
     return {p.name: p.grad.copy() for layer in layers for p in layer.parameters()}
 
 
-def test_keep_rows_gives_the_gradients_of_a_batch_of_those_rows_through_every_layer():
+def quarters_stack(rng, dtype=np.float64):
+    """The cnn preset's shape in small: each convolution writes quarters for the pooling after it,
+    the first from one channel (its columns offsets first)."""
+    layers = [
+        Image(4, 4, 1),
+        Conv2d(1, 3, 3, rng, name="conv1", dtype=dtype, bias=False, needs_input_grad=False),
+        MaxPool2d(),
+        BatchNorm(3, name="bn1", dtype=dtype),
+        Conv2d(3, 2, 3, rng, name="conv2", dtype=dtype),
+        MaxPool2d(),
+        Flatten(),
+        BatchNorm(2, name="bn2", dtype=dtype),
+    ]
+    layers[1].quarters = layers[4].quarters = True
+    return layers
+
+
+@pytest.mark.parametrize("make, inputs, outputs", [(stack, 32, 8), (quarters_stack, 16, 2)])
+def test_keep_rows_gives_the_gradients_of_a_batch_of_those_rows_through_every_layer(make, inputs, outputs):
     """Learning from the hardest rows of a batch works through every image layer. The batch is the
     kept images twice over, so that batch norm's statistics over it are those of the kept images
     alone: the gradients must then equal those of a batch of just the kept images."""
-    kept_images = np.random.default_rng(3).standard_normal((3, 32))
+    kept_images = np.random.default_rng(3).standard_normal((3, inputs))
     x = np.concatenate([kept_images, kept_images])
     rows = np.array([5, 0, 4])  # images 2, 0 and 1
-    upstream = np.random.default_rng(4).standard_normal((3, 8))
-    from_rows = run(stack(np.random.default_rng(5)), x, upstream, rows)
-    alone = run(stack(np.random.default_rng(5)), kept_images[[2, 0, 1]], upstream)
+    upstream = np.random.default_rng(4).standard_normal((3, outputs))
+    from_rows = run(make(np.random.default_rng(5)), x, upstream, rows)
+    alone = run(make(np.random.default_rng(5)), kept_images[[2, 0, 1]], upstream)
     assert from_rows.keys() == alone.keys() and len(alone) == 7
     for name in alone:
         np.testing.assert_allclose(from_rows[name], alone[name], rtol=1e-10, atol=1e-12, err_msg=name)

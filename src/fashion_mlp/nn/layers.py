@@ -54,10 +54,12 @@ class Layer:
         """Keep only these rows of the batch the last forward cached (a layer that caches nothing
         has nothing to do)."""
 
-    def _rows(self, name: str, array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """``array[rows]``, gathered into the layer's reusable array ``name``."""
-        out = self._buffer(name, (len(rows), *array.shape[1:]), array.dtype)
-        return np.take(array, rows, axis=0, out=out)
+    def _rows(self, name: str, array: np.ndarray, rows: np.ndarray, axis: int = 0) -> np.ndarray:
+        """``array[rows]`` along ``axis`` (the batch's), gathered into the layer's reusable array ``name``."""
+        shape = (*array.shape[:axis], len(rows), *array.shape[axis + 1 :])
+        # mode="clip": with the default "raise", np.take gathers into a temporary and copies that
+        # into ``out`` (2.7x the time for a convolution's columns). The rows are the batch's own.
+        return np.take(array, rows, axis=axis, out=self._buffer(name, shape, array.dtype), mode="clip")
 
     def parameters(self) -> list[Parameter]:
         return []

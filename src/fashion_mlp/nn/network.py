@@ -197,6 +197,9 @@ class Network(Sequential):
                 kind = record.get("kind") if isinstance(record, dict) else record
                 raise ValueError(f"unknown layer kind {kind!r}; the kinds are {', '.join(BUILDERS)}")
             self.layers.append(BUILDERS[record["kind"]](builder, record))
+        for layer, after in zip(self.layers, self.layers[1:]):
+            if isinstance(layer, Conv2d) and isinstance(after, MaxPool2d):
+                layer.quarters = True  # its output in the order pooling reads (conv.py's docstring)
         if records[-1].get("kind") != "linear":
             raise ValueError("a network must end in a fully connected layer giving the logits")
         self.records = [dict(r) for r in records]
