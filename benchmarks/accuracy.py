@@ -11,6 +11,10 @@ Writes benchmarks/accuracy.json.
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import argparse
 import itertools
 import json

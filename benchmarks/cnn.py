@@ -14,6 +14,10 @@ a fully connected layer (no bias), batch norm, ReLU, dropout; the classes.
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import statistics
 import sys
 import time

@@ -12,6 +12,10 @@ and everything else (the Python between them).
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import itertools
 import math
 import time

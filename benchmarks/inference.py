@@ -13,6 +13,10 @@ Run alone: ``python benchmarks/inference.py`` (``make bench`` runs it too).
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import argparse
 import json
 import statistics
@@ -30,6 +34,7 @@ from fashion_mlp.nn import MLP, Inference, folded_layers
 NETWORKS = {"784-1024-1024-10": (1024, 1024), "784-128-128-10": (128, 128)}
 BATCHES = (1, 64, 10_000)
 ROUND_S = 0.25  # seconds of calls per peer per round
+SETTLE_S = 0.3  # seconds of quiet before each peer's burst
 
 
 def trained_like_model(hidden: tuple[int, ...]) -> MLP:
@@ -115,6 +120,11 @@ def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "model", "onnxrun
             times: dict[str, list[float]] = {peer: [] for peer in runners}
             for _ in range(rounds):
                 for peer, run in runners.items():
+                    # The previous peer's idle threads spin for a while (OpenBLAS's 2^28 cycles,
+                    # ONNX Runtime's and PyTorch's pools): let them stop, or they take a core from
+                    # this peer's burst; then one untimed call wakes this peer's own.
+                    time.sleep(SETTLE_S)
+                    run(x[peer])
                     times[peer].append(seconds_per_call(run, x[peer], ROUND_S))
             row = {f"{peer}_s": statistics.median(t) for peer, t in times.items()}
             for peer in runners:

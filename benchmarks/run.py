@@ -9,6 +9,10 @@ matmul, inference time against ONNX Runtime and PyTorch at batch 1, 64 and 10,00
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import argparse
 import itertools
 import json

@@ -15,6 +15,10 @@ Medians of three seeds. Writes benchmarks/sklearn.json.
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import argparse
 import json
 import os

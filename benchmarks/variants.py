@@ -19,6 +19,10 @@ It prints the best validation accuracy and its epoch, and the last epoch's; the 
 
 from __future__ import annotations
 
+# isort: off
+import fashion_mlp  # noqa: F401  (first: it shortens OpenBLAS's idle spin before NumPy loads, nn/halves.py)
+
+# isort: on
 import argparse
 
 import numpy as np

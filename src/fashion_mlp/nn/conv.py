@@ -42,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .halves import batch_rows, halves
 from .layers import Layer, Parameter
 
 
@@ -164,38 +165,53 @@ class Conv2d(Layer):
         self._offsets_first = self.in_channels == 1  # the columns' layout (see above)
         self._cols: np.ndarray | None = None  # the last forward's patches, in im2col's layout
 
-    def _padded(self, name: str, x: np.ndarray, training: bool) -> np.ndarray:
-        """x inside a border of zeros, (k-1)/2 wide; in training, in an array whose border stays zero.
-        x is (N, H, W, C), or quarters (4, N, H/2, W/2, C), each put back in its place."""
-        p = self.kernel // 2
+    def _columns(
+        self, x: np.ndarray, training: bool, name: str, quarters: bool, offsets_first: bool
+    ) -> np.ndarray:
+        """im2col of x, zero-padded by (k-1)/2, in the layout asked for. x is (N, H, W, C), or
+        quarters (4, N, H/2, W/2, C), each put back in its place as it is padded. In training, the
+        arrays are the layer's own, the padded one's border zeroed once. Two halves of the batch at
+        once (halves.py)."""
+        k, p = self.kernel, self.kernel // 2
         if x.ndim == 5:
             _, n, h2, w2, c = x.shape
             h, w = 2 * h2, 2 * w2
         else:
             n, h, w, c = x.shape
         shape = (n, h + 2 * p, w + 2 * p, c)
-        fresh = self._buffers.get(name)
-        padded = self._buffer(name, shape, x.dtype) if training else np.empty(shape, x.dtype)
-        if not training or padded is not fresh:  # a new array: zero it once, then only its inside is written
-            padded.fill(0)
-        if x.ndim == 5:
-            for q in range(4):
-                dy, dx = divmod(q, 2)
-                padded[:, p + dy : p + h : 2, p + dx : p + w : 2, :] = x[q]
+        if training:
+            fresh = self._buffers.get(f"{name}_padded")
+            padded = self._buffer(f"{name}_padded", shape, x.dtype)
+            if padded is not fresh:  # a new array: zero it once, then only its inside is written
+                padded.fill(0)
         else:
-            padded[:, p : p + h, p : p + w, :] = x
-        return padded
+            padded = np.zeros(shape, x.dtype)
+        pixels = (2, 2, n, h // 2, w // 2) if quarters else (n, h, w)
+        cols_shape = (k, k, c, *pixels) if offsets_first else (*pixels, k, k, c)
+        cols = self._buffer(name, cols_shape, x.dtype) if training else np.empty(cols_shape, x.dtype)
+        axis = (3 if offsets_first else 0) + (2 if quarters else 0)  # the images' axis of the columns
+
+        def part(lo: int, hi: int) -> None:
+            inside = padded[lo:hi]
+            if x.ndim == 5:
+                for q in range(4):
+                    dy, dx = divmod(q, 2)
+                    inside[:, p + dy : p + h : 2, p + dx : p + w : 2, :] = x[q, lo:hi]
+            else:
+                inside[:, p : p + h, p : p + w, :] = x[lo:hi]
+            im2col(
+                inside, k, out=batch_rows(cols, axis, lo, hi), quarters=quarters, offsets_first=offsets_first
+            )
+
+        halves(part, n, cols.size)
+        return cols
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         n, h, w, c = x.shape
         if c != self.in_channels:
             raise ValueError(f"{self.weight.name}: expected {self.in_channels} channels, got {c}")
-        k, f = self.kernel, self.out_channels
-        padded = self._padded("padded", x, training)
-        pixels = (2, 2, n, h // 2, w // 2) if self.quarters else (n, h, w)
-        shape = (k, k, c, *pixels) if self._offsets_first else (*pixels, k, k, c)
-        cols = self._buffer("cols", shape, x.dtype) if training else np.empty(shape, x.dtype)
-        im2col(padded, k, out=cols, quarters=self.quarters, offsets_first=self._offsets_first)
+        f = self.out_channels
+        cols = self._columns(x, training, "cols", self.quarters, self._offsets_first)
         self._cols = cols if training else None
         out_shape = (n * h * w, f)
         out = self._buffer("out", out_shape, x.dtype) if training else None
@@ -232,8 +248,8 @@ class Conv2d(Layer):
         # The input's gradient: the output's gradient convolved with the kernel turned 180 degrees,
         # its channels swapped: (k, k, F, C). The same as col2im(rows @ W.T), in one product.
         turned = self.weight.value[::-1, ::-1].transpose(0, 1, 3, 2).reshape(k * k * f, c)
-        grad_padded = self._padded("grad_padded", grad if self.quarters else grad.reshape(n, h, w, f), True)
-        grad_cols = im2col(grad_padded, k, out=self._buffer("grad_cols", (n, h, w, k, k, f), grad.dtype))
+        images = grad if self.quarters else grad.reshape(n, h, w, f)
+        grad_cols = self._columns(images, True, "grad_cols", quarters=False, offsets_first=False)
         grad_in = self._buffer("grad_in", (n * h * w, c), grad.dtype)
         np.matmul(grad_cols.reshape(n * h * w, k * k * f), turned, out=grad_in)
         return grad_in.reshape(n, h, w, c)
@@ -271,7 +287,7 @@ class MaxPool2d(Layer):
             quarters = x.reshape(2, 2, *x.shape[1:])
             left, right = quarters[:, 0], quarters[:, 1]
             n, h2, w2, c = x.shape[1:]
-            rows_shape, rows_axis = (2, n, h2, w2, c), 1
+            rows_shape, axis = (2, n, h2, w2, c), 1  # axis: the images' axis of left, right, across
         else:
             n, h, w, c = x.shape
             if h % 2 or w % 2:
@@ -279,49 +295,63 @@ class MaxPool2d(Layer):
             pairs = x.reshape(n, h, w // 2, 2, c)
             left, right = pairs[:, :, :, 0, :], pairs[:, :, :, 1, :]
             h2, w2 = h // 2, w // 2
-            rows_shape, rows_axis = (n, h, w2, c), 2
+            rows_shape, axis = (n, h, w2, c), 0
         shape = (n, h2, w2, c)
         across = self._buffer("across", rows_shape, x.dtype) if training else np.empty(rows_shape, x.dtype)
-        np.maximum(left, right, out=across)
-        # Each pair of rows: the top and bottom of every window, as two views of ``across``.
-        if rows_axis == 1:
-            top, bottom = across[0], across[1]
-        else:
-            rows = across.reshape(n, h2, 2, w2, c)
-            top, bottom = rows[:, :, 0], rows[:, :, 1]
         out = self._buffer("out", shape, x.dtype) if training else np.empty(shape, x.dtype)
-        np.maximum(top, bottom, out=out)
-        if not training:
-            self._left = self._top = None
-            return out
         self._quarters = x.ndim == 5
-        self._left = np.greater_equal(left, right, out=self._buffer("left", rows_shape, np.dtype(bool)))
-        self._top = np.greater_equal(top, bottom, out=self._buffer("top", shape, np.dtype(bool)))
+        if training:
+            left_won = self._buffer("left", rows_shape, np.dtype(bool))
+            top_won = self._buffer("top", shape, np.dtype(bool))
+
+        def part(lo: int, hi: int) -> None:
+            a, b, ac = (batch_rows(v, axis, lo, hi) for v in (left, right, across))
+            np.maximum(a, b, out=ac)
+            # Each pair of rows: the top and bottom of every window, as two views of ``across``.
+            top, bottom = (
+                (ac[0], ac[1]) if axis == 1 else (ac.reshape(hi - lo, h2, 2, w2, c)[:, :, i] for i in (0, 1))
+            )
+            np.maximum(top, bottom, out=out[lo:hi])
+            if training:
+                np.greater_equal(a, b, out=batch_rows(left_won, axis, lo, hi))
+                np.greater_equal(top, bottom, out=top_won[lo:hi])
+
+        halves(part, n, 2 * x.size)
+        self._left, self._top = (left_won, top_won) if training else (None, None)
         return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         assert self._left is not None and self._top is not None, "backward() before a training forward()"
         n, h2, w2, c = self._top.shape
-        # Back across the rows: the top row of each window takes grad where it won, the bottom the rest.
-        if self._quarters:
-            rows = self._buffer("grad_rows", (2, n, h2, w2, c), grad.dtype)
-            top, bottom = rows[0], rows[1]
-        else:
-            rows = self._buffer("grad_rows", (n, h2, 2, w2, c), grad.dtype)
-            top, bottom = rows[:, :, 0], rows[:, :, 1]
-        np.multiply(grad, self._top, out=top)
-        np.subtract(grad, top, out=bottom)
-        # Then across the columns, the same way.
-        if self._quarters:
-            grad_in = self._buffer("grad_in", (2, 2, n, h2, w2, c), grad.dtype)
-            left, right = grad_in[:, 0], grad_in[:, 1]
-        else:
-            rows = rows.reshape(n, 2 * h2, w2, c)
-            grad_in = self._buffer("grad_in", (n, 2 * h2, w2, 2, c), grad.dtype)
-            left, right = grad_in[:, :, :, 0], grad_in[:, :, :, 1]
-        np.multiply(rows, self._left, out=left)
-        np.subtract(rows, left, out=right)
-        if self._quarters:
+        quarters = self._quarters
+        # The rows' gradient, then the input's, laid out as the forward's input was.
+        rows = self._buffer("grad_rows", (2, n, h2, w2, c) if quarters else (n, h2, 2, w2, c), grad.dtype)
+        grad_in = self._buffer(
+            "grad_in", (2, 2, n, h2, w2, c) if quarters else (n, 2 * h2, w2, 2, c), grad.dtype
+        )
+
+        def part(lo: int, hi: int) -> None:
+            g = grad[lo:hi]
+            # Back across the rows: the top row of each window takes grad where it won, the bottom the rest.
+            r = batch_rows(rows, 1 if quarters else 0, lo, hi)
+            top, bottom = (r[0], r[1]) if quarters else (r[:, :, 0], r[:, :, 1])
+            np.multiply(g, self._top[lo:hi], out=top)
+            np.subtract(g, top, out=bottom)
+            # Then across the columns, the same way.
+            if quarters:
+                gi = grad_in[:, :, lo:hi]
+                left, right = gi[:, 0], gi[:, 1]
+                won = self._left[:, lo:hi]
+            else:
+                r = r.reshape(hi - lo, 2 * h2, w2, c)
+                gi = grad_in[lo:hi]
+                left, right = gi[:, :, :, 0], gi[:, :, :, 1]
+                won = self._left[lo:hi]
+            np.multiply(r, won, out=left)
+            np.subtract(r, left, out=right)
+
+        halves(part, n, 6 * grad.size)
+        if quarters:
             return grad_in.reshape(4, n, h2, w2, c)
         return grad_in.reshape(n, 2 * h2, 2 * w2, c)
 
@@ -385,7 +415,7 @@ class BatchNorm(Layer):
         n, self._images = len(flat), len(x)
         mean = (self._ones(n, x.dtype) @ flat) / n
         centred = self._buffer("centred", flat.shape, x.dtype)
-        np.subtract(flat, mean, out=centred)
+        halves(lambda lo, hi: np.subtract(flat[lo:hi], mean, out=centred[lo:hi]), n, 2 * flat.size)
         var = np.einsum("ij,ij->j", centred, centred) / n
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
         self._centred, self._inv_std = centred, inv_std
@@ -395,8 +425,13 @@ class BatchNorm(Layer):
         self.running_var *= 1 - m
         self.running_var += m * var * (n / max(n - 1, 1))
         out = self._buffer("out", flat.shape, x.dtype)
-        np.multiply(centred, self.gamma.value * inv_std, out=out)
-        out += self.beta.value
+        scale, beta = self.gamma.value * inv_std, self.beta.value
+
+        def part(lo: int, hi: int) -> None:
+            np.multiply(centred[lo:hi], scale, out=out[lo:hi])
+            out[lo:hi] += beta
+
+        halves(part, n, 4 * flat.size)
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
@@ -409,10 +444,16 @@ class BatchNorm(Layer):
         self.gamma.grad *= inv_std  # sum(dy · x̂)
         # dx = scale · (dy - sum(dy) / n - centred · inv_std · sum(dy · x̂) / n), scale = gamma · inv_std
         scale = self.gamma.value * inv_std
+        along_centred, shift = -scale * inv_std * self.gamma.grad / n, scale * self.beta.grad / n
         grad_in = self._buffer("grad_in", rows.shape, grad.dtype)
-        np.multiply(centred, -scale * inv_std * self.gamma.grad / n, out=grad_in)
-        grad_in -= scale * self.beta.grad / n
-        grad_in += np.multiply(rows, scale, out=self._buffer("scaled", rows.shape, grad.dtype))
+        scaled = self._buffer("scaled", rows.shape, grad.dtype)
+
+        def part(lo: int, hi: int) -> None:
+            np.multiply(centred[lo:hi], along_centred, out=grad_in[lo:hi])
+            grad_in[lo:hi] -= shift
+            grad_in[lo:hi] += np.multiply(rows[lo:hi], scale, out=scaled[lo:hi])
+
+        halves(part, n, 6 * rows.size)
         return grad_in.reshape(shape)
 
     def keep_rows(self, rows: np.ndarray) -> None:

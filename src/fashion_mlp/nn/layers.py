@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .halves import halves
+
 CENTRE_MEAN = "centre.mean"  # the state_dict() name of the input mean a centred network subtracts
 
 
@@ -171,13 +173,18 @@ class ReLU(Layer):
         self._output: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        out = np.maximum(x, 0, out=x)
-        self._output = out if training else None
-        return out
+        halves(lambda lo, hi: np.maximum(x[lo:hi], 0, out=x[lo:hi]), len(x), 2 * x.size)
+        self._output = x if training else None
+        return x
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         assert self._output is not None, "backward() called before forward()"
-        grad *= np.greater(self._output, 0, out=self._buffer("active", grad.shape, np.dtype(bool)))
+        output, active = self._output, self._buffer("active", grad.shape, np.dtype(bool))
+
+        def part(lo: int, hi: int) -> None:
+            grad[lo:hi] *= np.greater(output[lo:hi], 0, out=active[lo:hi])
+
+        halves(part, len(grad), 3 * grad.size)
         return grad
 
     def keep_rows(self, rows: np.ndarray) -> None:
