@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from fashion_mlp.nn import Network, cnn_records, halves, softmax_cross_entropy
+from fashion_mlp.nn import SGD, Adam, Network, Parameter, cnn_records, halves, softmax_cross_entropy
 
 
 def one_step(enabled: bool, monkeypatch) -> dict[str, np.ndarray]:
@@ -101,3 +101,34 @@ def test_the_package_cuts_openblass_spin_only_when_imported_before_numpy(first, 
         check=True,
     )
     assert out.stdout.split() == expected.split()
+
+
+@pytest.mark.parametrize("weights, biases", [(12, 20), (30, 4)], ids=["split-in-biases", "split-in-weights"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: SGD(ps, lr=0.1, momentum=0.9, l2=0.01, nesterov=True),
+        lambda ps: SGD(ps, lr=0.1, l2=0.01),
+        lambda ps: Adam(ps, lr=0.01, l2=0.01),
+    ],
+    ids=["sgd-nesterov", "sgd", "adam"],
+)
+def test_an_optimisers_update_in_halves_is_the_update_whole(monkeypatch, make, weights, biases):
+    """The split falls among the weights, which L2 covers, or among the biases, which it does not."""
+
+    def three_steps(enabled: bool) -> np.ndarray:
+        monkeypatch.setattr(halves, "ENABLED", enabled)
+        monkeypatch.setattr(halves, "SMALLEST", 1)
+        rng = np.random.default_rng(2)
+        params = [
+            Parameter("w", rng.standard_normal(weights), decay=True),
+            Parameter("b", rng.standard_normal(biases), decay=False),
+        ]
+        optimizer = make(params)
+        for _ in range(3):
+            for p in params:
+                p.grad[...] = rng.standard_normal(p.grad.shape)
+            optimizer.step()
+        return optimizer.value.copy()
+
+    np.testing.assert_array_equal(three_steps(True), three_steps(False))

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 # Whether to split: OpenBLAS's spin was cut (see above). Tests switch it on and off.
 ENABLED = 4 <= int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "0") or 0) <= 20
-SMALLEST = 1 << 17  # values the call touches: below this, one call (a hand-off costs about 20 µs)
+SMALLEST = 1 << 20  # values the call touches: below this, one call (a hand-off costs 50-80 µs)
 
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()

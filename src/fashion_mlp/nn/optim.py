@@ -6,7 +6,9 @@ gradient of (l2 / 2) * ||w||^2. The learning rate is an attribute the training l
 An optimiser packs all the parameters it is given into one flat array (weights first, then biases)
 and makes each Parameter's ``value`` and ``grad`` views into it, so layers still read and write
 their own arrays. An update rule is then a handful of NumPy calls over whole buffers instead of a
-handful per parameter. Each call is one pass over memory and none allocates a temporary.
+handful per parameter. Each call is one pass over memory and none allocates a temporary. The passes
+run over the buffers' two halves at once (halves.py): each element's update reads and writes that
+element alone, so the halves give the very same bits.
 A parameter belongs to one optimiser at a time: a second optimiser given it takes it over.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .halves import halves
 from .layers import Parameter
 
 
@@ -40,23 +43,27 @@ class Optimizer:
         self._scratch = np.empty_like(self.value)  # so a step allocates nothing and leaves .grad be
 
     def step(self) -> None:
-        self._update()
+        size = self.value.size
+        halves(self._update, size, 6 * size)
         self.steps += 1
 
-    def _scaled_gradient(self, scale: float) -> np.ndarray:
-        """scale * (grad + l2 * w) over all parameters, in the scratch buffer (overwritten each call)."""
-        g, n = self._scratch, self.n_decayed
+    def _scaled_gradient(self, scale: float, lo: int, hi: int) -> np.ndarray:
+        """scale * (grad + l2 * w) over parameters [lo, hi) of the flat buffers, in that part of the
+        scratch buffer (overwritten each call)."""
+        g, grad, value = self._scratch[lo:hi], self.grad[lo:hi], self.value[lo:hi]
+        n = min(max(self.n_decayed - lo, 0), hi - lo)  # the part L2 covers: the weights
         if self.l2:
-            np.multiply(self.value[:n], self.l2, out=g[:n])
-            g[:n] += self.grad[:n]
-            g[n:] = self.grad[n:]
+            np.multiply(value[:n], self.l2, out=g[:n])
+            g[:n] += grad[:n]
+            g[n:] = grad[n:]
             g *= scale
         else:
-            np.multiply(self.grad, scale, out=g)
+            np.multiply(grad, scale, out=g)
         return g
 
-    def _update(self) -> None:
-        """Apply one step to ``self.value``; ``self._scaled_gradient`` gives the regularised gradient."""
+    def _update(self, lo: int, hi: int) -> None:
+        """Apply one step to parameters [lo, hi) of ``self.value``; ``self._scaled_gradient`` gives
+        their regularised gradient."""
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -113,20 +120,20 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.velocity = np.zeros_like(self.value)
 
-    def _update(self) -> None:
-        step = self._scaled_gradient(self.lr)  # lr * g
+    def _update(self, lo: int, hi: int) -> None:
+        step, value = self._scaled_gradient(self.lr, lo, hi), self.value[lo:hi]  # lr * g
         if self.momentum == 0.0:
-            self.value -= step
+            value -= step
             return
-        v = self.velocity
+        v = self.velocity[lo:hi]
         v *= self.momentum
         v += step  # v = mu*v + lr*g
         if self.nesterov:
-            self.value -= step
+            value -= step
             np.multiply(v, self.momentum, out=step)
-            self.value -= step  # w -= lr*g + mu*v
+            value -= step  # w -= lr*g + mu*v
         else:
-            self.value -= v
+            value -= v
 
     def _buffers(self) -> dict[str, np.ndarray]:
         return {"velocity": self.velocity}
@@ -154,10 +161,10 @@ class Adam(Optimizer):
         self.m = np.zeros_like(self.value)
         self.v = np.zeros_like(self.value)
 
-    def _update(self) -> None:
+    def _update(self, lo: int, hi: int) -> None:
         t = self.steps + 1
-        m, v = self.m, self.v
-        g = self._scaled_gradient(1.0)
+        m, v = self.m[lo:hi], self.v[lo:hi]
+        g = self._scaled_gradient(1.0, lo, hi)
         # m = b1*m + (1-b1)*g, as m = b1*(m - g) + g: three passes and no temporary array
         m -= g
         m *= self.beta1
@@ -172,7 +179,7 @@ class Adam(Optimizer):
         g += self.eps * np.sqrt(1.0 - self.beta2**t)
         np.divide(m, g, out=g)
         g *= step_size
-        self.value -= g
+        self.value[lo:hi] -= g
 
     def _buffers(self) -> dict[str, np.ndarray]:
         return {"m": self.m, "v": self.v}
