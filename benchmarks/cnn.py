@@ -7,6 +7,10 @@ alone: ``python benchmarks/cnn.py``).
   medians over steps.
 - **Products alone:** the step's matrix products, each done alone as the im2col product it is (NumPy
   float32): the floor our step is compared with.
+- **Inference:** the network answering raw pixels at batch 1, 64 and 10,000 through both doors
+  (the model's own ``predict_proba`` on normalised pixels, and ``NetworkInference``, which
+  ``Checkpoint.inference()`` gives) against ONNX Runtime on its export, in turns as
+  ``inference.py`` takes them.
 
 PyTorch's network is ours in NCHW: conv3x3 (no bias), max pool 2x2, batch norm, ReLU, twice; flatten;
 a fully connected layer (no bias), batch norm, ReLU, dropout; the classes.
@@ -26,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from fashion_mlp import data
 from fashion_mlp.config import TrainConfig
-from fashion_mlp.nn import Conv2d, Linear, Network, cnn_records, softmax_cross_entropy
+from fashion_mlp.nn import Conv2d, Linear, Network, NetworkInference, cnn_records, softmax_cross_entropy
 from fashion_mlp.train import build_optimizer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -172,6 +177,41 @@ def products_alone(network: Network, x: np.ndarray, rounds: int = 20) -> float:
     return statistics.median(times[3:])
 
 
+def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -> dict[str, dict[str, float]]:
+    """{batch: {peer: median seconds a call}} for the network (random weights: the speed depends on
+    the shapes alone), through both doors and ONNX Runtime, after checking that they answer alike."""
+    from inference import BATCHES, ROUND_S, SETTLE_S, onnxruntime_peer, seconds_per_call
+
+    rng = np.random.default_rng(0)
+    network = Network(cnn_records((28, 28, 1), conv, hidden, 10, 0.3), 784, rng)
+    for layer in network.layers:  # running statistics as training leaves them, not the identity
+        if hasattr(layer, "running_var"):
+            layer.running_mean[...] = rng.normal(0, 0.5, layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
+    runners = {
+        "inference": NetworkInference(network, **data.NORMALISATION).predict_proba,
+        "model": network.predict_proba,
+        "onnxruntime": onnxruntime_peer(network),
+    }
+    given = {"model": data.normalise}
+    pixels = np.random.default_rng(1).uniform(0, 255, (max(BATCHES), 784)).astype(np.float32)
+    reference = runners["onnxruntime"](pixels[:300])
+    results: dict[str, dict[str, float]] = {}
+    for batch in BATCHES:
+        x = {peer: np.ascontiguousarray(given.get(peer, lambda v: v)(pixels[:batch])) for peer in runners}
+        for peer, run in runners.items():
+            answer = run(given.get(peer, lambda v: v)(pixels[:300]))
+            np.testing.assert_allclose(answer, reference, rtol=1e-4, atol=1e-5)
+        times: dict[str, list[float]] = {peer: [] for peer in runners}
+        for _ in range(rounds):
+            for peer, run in runners.items():
+                time.sleep(SETTLE_S)  # the previous peer's idle threads stop spinning (inference.py)
+                run(x[peer])
+                times[peer].append(seconds_per_call(run, x[peer], ROUND_S))
+        results[str(batch)] = {peer: statistics.median(t) for peer, t in times.items()}
+    return results
+
+
 def measure(dataset: Any, epochs: int = 3, peers: bool = True) -> dict[str, Any]:
     from run import MATMUL_N, interleaved_epoch_seconds, matmul_products  # as the MLP rows
 
@@ -191,6 +231,8 @@ def measure(dataset: Any, epochs: int = 3, peers: bool = True) -> dict[str, Any]
     result["profile_ms"] = {k: round(v, 3) for k, v in profile(conv, hidden).items()}
     step, floor = result["profile_ms"]["step"], result["profile_ms"]["products alone"]
     result["step_over_products"] = round(step / floor, 2)
+    if peers:
+        result["inference_s"] = inference(conv, hidden)
     return result
 
 
@@ -210,14 +252,19 @@ def format_result(result: dict[str, Any]) -> str:
         if name.startswith(("forward", "backward")) and ms >= 0.5:
             lines.append(f"    {name:<28} {ms:6.2f} ms")
     lines.append(f"    {'update':<28} {result['profile_ms']['update']:6.2f} ms")
+    for batch, row in result.get("inference_s", {}).items():
+        ort = row["onnxruntime"]
+        lines.append(
+            f"  inference, batch {int(batch):,}: Checkpoint.inference() {row['inference'] * 1e3:.2f} ms "
+            f"({ort / row['inference']:.2f}x ONNX Runtime), model.predict_proba {row['model'] * 1e3:.2f} ms "
+            f"({ort / row['model']:.2f}x), ONNX Runtime {ort * 1e3:.2f} ms"
+        )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
     import argparse
     import json
-
-    from fashion_mlp import data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
