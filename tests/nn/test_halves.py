@@ -132,3 +132,22 @@ def test_an_optimisers_update_in_halves_is_the_update_whole(monkeypatch, make, w
         return optimizer.value.copy()
 
     np.testing.assert_array_equal(three_steps(True), three_steps(False))
+
+
+def test_a_cnn_answers_several_threads_at_once_as_it_answers_one(monkeypatch):
+    """As a threaded server calls it: every thread's answers split in halves over the one helper."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fashion_mlp.nn import NetworkInference
+
+    monkeypatch.setattr(halves, "ENABLED", True)
+    monkeypatch.setattr(halves, "SMALLEST", 1)
+    network = Network(cnn_records((8, 8, 1), (3, 4), (6,), 10), 64, np.random.default_rng(1))
+    answer = NetworkInference(network, offset=127.5, scale=127.5).predict_proba
+    batches = [np.random.default_rng(i).uniform(0, 255, (20 + i, 64)).astype(np.float32) for i in range(8)]
+    expected = [answer(x) for x in batches]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            got = list(pool.map(answer, batches))
+            for g, e in zip(got, expected):
+                np.testing.assert_array_equal(g, e)
