@@ -86,6 +86,7 @@ CHECK = (
         ("import numpy", {}, "None False"),  # too late to change OpenBLAS: one call each
         ("import fashion_mlp", {"OPENBLAS_THREAD_TIMEOUT": "30"}, "30 False"),  # the user's own value stands
         ("import numpy", {"OPENBLAS_THREAD_TIMEOUT": "8"}, "8 True"),
+        ("import fashion_mlp", {"OPENBLAS_THREAD_TIMEOUT": "soon"}, "soon False"),  # not a number: no split
     ],
 )
 def test_the_package_cuts_openblass_spin_only_when_imported_before_numpy(first, env, expected):

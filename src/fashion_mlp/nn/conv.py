@@ -276,9 +276,8 @@ class MaxPool2d(Layer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._left: np.ndarray | None = (
-            None  # the left column won its pair: (N, H, W/2, C) or (2, N, H/2, W/2, C)
-        )
+        # The left column won its pair: (N, H, W/2, C), or (2, N, H/2, W/2, C) from quarters.
+        self._left: np.ndarray | None = None
         self._top: np.ndarray | None = None  # (N, H/2, W/2, C): the top row won its pair
         self._quarters = False  # whether the last forward was given quarters
 
@@ -299,8 +298,8 @@ class MaxPool2d(Layer):
         shape = (n, h2, w2, c)
         across = self._buffer("across", rows_shape, x.dtype) if training else np.empty(rows_shape, x.dtype)
         out = self._buffer("out", shape, x.dtype) if training else np.empty(shape, x.dtype)
-        self._quarters = x.ndim == 5
         if training:
+            self._quarters = x.ndim == 5
             left_won = self._buffer("left", rows_shape, np.dtype(bool))
             top_won = self._buffer("top", shape, np.dtype(bool))
 

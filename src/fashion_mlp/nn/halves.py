@@ -2,7 +2,7 @@
 
 OpenBLAS runs a matrix product on both cores; NumPy runs every ufunc and copy on one. In a
 convolutional network's step those copies (im2col, padding) and passes (pooling, batch norm, ReLU)
-take about half the time, with the second core idle. ``halves(fn, n)`` calls ``fn(lo, hi)`` for the
+take about half the time, with the second core idle. ``halves(fn, n, size)`` calls ``fn(lo, hi)`` for the
 two halves of a batch of ``n`` at once, one in a helper thread: NumPy lets go of Python's lock inside
 each large call, so the halves run on two cores. Only elementwise work and copies are split, each
 half writing its own rows, so the result is bit for bit the one call's.
@@ -23,8 +23,17 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+
+def _spin_cut() -> bool:
+    """Whether OPENBLAS_THREAD_TIMEOUT asks for a spin of 2^20 cycles or less (OpenBLAS takes 4 to 30)."""
+    try:
+        return 4 <= int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "")) <= 20
+    except ValueError:  # unset, empty or not a number: OpenBLAS keeps its own 2^28
+        return False
+
+
 # Whether to split: OpenBLAS's spin was cut (see above). Tests switch it on and off.
-ENABLED = 4 <= int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "0") or 0) <= 20
+ENABLED = _spin_cut()
 SMALLEST = 1 << 20  # values the call touches: below this, one call (a hand-off costs 50-80 µs)
 
 _pool: ThreadPoolExecutor | None = None
