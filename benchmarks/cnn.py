@@ -180,7 +180,7 @@ def products_alone(network: Network, x: np.ndarray, rounds: int = 20) -> float:
 def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -> dict[str, dict[str, float]]:
     """{batch: {peer: median seconds a call}} for the network (random weights: the speed depends on
     the shapes alone), through both doors and ONNX Runtime, after checking that they answer alike."""
-    from inference import BATCHES, ROUND_S, SETTLE_S, onnxruntime_peer, seconds_per_call
+    from inference import BATCHES, in_turns, onnxruntime_peer
 
     rng = np.random.default_rng(0)
     network = Network(cnn_records((28, 28, 1), conv, hidden, 10, 0.3), 784, rng)
@@ -202,13 +202,7 @@ def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -
         for peer, run in runners.items():
             answer = run(given.get(peer, lambda v: v)(pixels[:300]))
             np.testing.assert_allclose(answer, reference, rtol=1e-4, atol=1e-5)
-        times: dict[str, list[float]] = {peer: [] for peer in runners}
-        for _ in range(rounds):
-            for peer, run in runners.items():
-                time.sleep(SETTLE_S)  # the previous peer's idle threads stop spinning (inference.py)
-                run(x[peer])
-                times[peer].append(seconds_per_call(run, x[peer], ROUND_S))
-        results[str(batch)] = {peer: statistics.median(t) for peer, t in times.items()}
+        results[str(batch)] = in_turns(runners, x, rounds)
     return results
 
 

@@ -100,6 +100,19 @@ def seconds_per_call(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, bud
             return elapsed / calls
 
 
+def in_turns(runners: dict[str, Callable], x: dict[str, np.ndarray], rounds: int) -> dict[str, float]:
+    """{peer: median seconds a call}: each peer's burst in turn, ``rounds`` times. Before each burst,
+    the previous peer's idle threads (OpenBLAS's spin of 2^28 cycles, ONNX Runtime's and PyTorch's
+    pools) are let stop, or they take a core from it; then one untimed call wakes this peer's own."""
+    times: dict[str, list[float]] = {peer: [] for peer in runners}
+    for _ in range(rounds):
+        for peer, run in runners.items():
+            time.sleep(SETTLE_S)
+            run(x[peer])
+            times[peer].append(seconds_per_call(run, x[peer], ROUND_S))
+    return {peer: statistics.median(t) for peer, t in times.items()}
+
+
 def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "model", "onnxruntime", "pytorch")) -> dict:
     """{network: {batch: {peer: median seconds per call, ...}}} with agreement checks."""
     makers = {"ours": ours, "model": ours_model, "onnxruntime": onnxruntime_peer, "pytorch": pytorch_peer}
@@ -117,16 +130,7 @@ def measure(rounds: int = 7, peers: tuple[str, ...] = ("ours", "model", "onnxrun
                 answer = run(given[peer](pixels[:777]))[:batch]
                 np.testing.assert_allclose(answer, reference[:batch], rtol=1e-4, atol=1e-6)
                 run(x[peer])
-            times: dict[str, list[float]] = {peer: [] for peer in runners}
-            for _ in range(rounds):
-                for peer, run in runners.items():
-                    # The previous peer's idle threads spin for a while (OpenBLAS's 2^28 cycles,
-                    # ONNX Runtime's and PyTorch's pools): let them stop, or they take a core from
-                    # this peer's burst; then one untimed call wakes this peer's own.
-                    time.sleep(SETTLE_S)
-                    run(x[peer])
-                    times[peer].append(seconds_per_call(run, x[peer], ROUND_S))
-            row = {f"{peer}_s": statistics.median(t) for peer, t in times.items()}
+            row = {f"{peer}_s": seconds for peer, seconds in in_turns(runners, x, rounds).items()}
             for peer in runners:
                 row[f"{peer}_samples_per_s"] = batch / row[f"{peer}_s"]
             for peer in runners:

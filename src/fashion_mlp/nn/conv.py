@@ -109,6 +109,12 @@ def im2col(
     return out
 
 
+def images_axis(quarters: bool, offsets_first: bool) -> int:
+    """The images' axis of im2col's columns in a layout: after (k, k, C) if those come first, after
+    (2, 2) in quarters."""
+    return (3 if offsets_first else 0) + (2 if quarters else 0)
+
+
 def col2im(cols: np.ndarray) -> np.ndarray:
     """The adjoint of im2col: each patch added back where it came from, (N, H, W, k, k, C) to the
     padded (N, H+k-1, W+k-1, C). A loop over the kernel's offsets, never over pixels."""
@@ -189,7 +195,7 @@ class Conv2d(Layer):
         pixels = (2, 2, n, h // 2, w // 2) if quarters else (n, h, w)
         cols_shape = (k, k, c, *pixels) if offsets_first else (*pixels, k, k, c)
         cols = self._buffer(name, cols_shape, x.dtype) if training else np.empty(cols_shape, x.dtype)
-        axis = (3 if offsets_first else 0) + (2 if quarters else 0)  # the images' axis of the columns
+        axis = images_axis(quarters, offsets_first)
 
         def part(lo: int, hi: int) -> None:
             inside = padded[lo:hi]
@@ -228,10 +234,6 @@ class Conv2d(Layer):
         depth = self.kernel * self.kernel * self.in_channels
         return cols.reshape(depth, -1).T if self._offsets_first else cols.reshape(-1, depth)
 
-    def _batch_axis(self) -> int:
-        """The images' axis of the columns: after (k, k, C) if those come first, after (2, 2) in quarters."""
-        return (3 if self._offsets_first else 0) + (2 if self.quarters else 0)
-
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         assert self._cols is not None, "backward() called before a training forward()"
         k, c, f = self.kernel, self.in_channels, self.out_channels
@@ -256,7 +258,9 @@ class Conv2d(Layer):
 
     def keep_rows(self, rows: np.ndarray) -> None:
         assert self._cols is not None, "keep_rows() called before a training forward()"
-        self._cols = self._rows("cols_rows", self._cols, rows, axis=self._batch_axis())
+        self._cols = self._rows(
+            "cols_rows", self._cols, rows, axis=images_axis(self.quarters, self._offsets_first)
+        )
 
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
