@@ -15,6 +15,7 @@ layout meets ONNX's NCHW. Batch norm adds no node where it can be folded into th
 fully connected layer before it: w' = w·s, b' = b·s + t, with s = gamma / sqrt(var + eps) and
 t = beta - mean·s. Max pooling between the two does not stop this while every s is positive, since
 a positive scale commutes with a maximum; otherwise the batch norm becomes a BatchNormalization node.
+``nn.fold_batch_norms`` does this folding, for this graph and for ``nn.NetworkInference`` alike.
 The normalisation is a Sub and a Mul on the input (it cannot be folded into a zero-padded
 convolution: the padding would no longer be zero in pixel units).
 
@@ -48,9 +49,9 @@ from .nn import (
     MaxPool2d,
     Network,
     ReLU,
+    fold_batch_norms,
     folded_layers,
 )
-from .nn.layers import Layer
 
 OPSET = 21
 IR_VERSION = 10
@@ -175,39 +176,13 @@ class _Graph:
         self.x = output
 
 
-def _folded(layers: list[Layer]) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], set[int]]:
-    """Each weighted layer's (weight, bias) with the batch norm after it folded in, and the indices of
-    the batch norms so folded. A batch norm folds into the convolution or fully connected layer just
-    before it, with only max pooling between (then only if every scale is positive)."""
-    params: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    folded, last, pooled = set(), None, False
-    for i, layer in enumerate(layers):
-        if isinstance(layer, (Conv2d, Linear)):
-            bias = layer.bias.value if layer.bias is not None else np.zeros(layer.weight.value.shape[-1])
-            params[i] = (layer.weight.value.astype(np.float64), bias.astype(np.float64))
-            last, pooled = i, False
-        elif isinstance(layer, MaxPool2d):
-            pooled = True
-        elif isinstance(layer, BatchNorm) and last is not None:
-            scale = layer.gamma.value / np.sqrt(layer.running_var.astype(np.float64) + layer.eps)
-            shift = layer.beta.value - layer.running_mean * scale
-            if not pooled or (scale > 0).all():
-                weight, bias = params[last]
-                params[last] = (weight * scale, bias * scale + shift)
-                folded.add(i)
-            last = None
-        else:
-            last = None
-    return params, folded
-
-
 def _network_graph(network: Network, offset: float, scale: float) -> tuple[list[Any], list[Any]]:
     """The nodes computing ``logits`` from raw ``pixels``, one table row per layer kind."""
     g = _Graph()
     dtype = network.dtype
     g.node("Sub", [g.constant("offset", np.array(offset, dtype))], "normalise_sub")
     g.node("Mul", [g.constant("inverse_scale", np.array(1.0 / scale, dtype))], "normalise_mul")
-    params, folded = _folded(network.layers)
+    params, folded = fold_batch_norms(network.layers)
     for i, layer in enumerate(network.layers):
         if i in folded:
             continue

@@ -112,3 +112,87 @@ def test_inference_on_raw_pixels_normalises_as_training_did():
     expected = softmax(network.logits((pixels - 127.5) / 127.5))
     answered = NetworkInference(network, 127.5, 127.5, chunk=3).predict_proba(pixels)
     np.testing.assert_allclose(answered, expected, rtol=1e-5, atol=1e-6)
+
+
+def _scramble_batch_norms(network, rng, gamma_mean):
+    """Running statistics and scales as training leaves them; a gamma_mean near 0 makes some negative."""
+    for layer in network.layers:
+        if isinstance(layer, BatchNorm):
+            layer.gamma.value[...] = rng.normal(gamma_mean, 0.5, layer.features)
+            layer.beta.value[...] = rng.normal(0, 1, layer.features)
+            layer.running_mean[...] = rng.normal(0, 1, layer.features)
+            layer.running_var[...] = rng.uniform(0.3, 2, layer.features)
+
+
+IMAGE8 = {"kind": "image", "height": 8, "width": 8, "channels": 1}
+ARCHITECTURES = {
+    "the cnn preset's order": cnn_records((8, 8, 1), (3, 4), (6,), 5, dropout=0.3),
+    "centred, kernel 5, two channels": cnn_records((8, 4, 2), (3,), (), 5, kernel=5, centred=True),
+    "conv-BN-ReLU-pool, conv with a bias": [
+        IMAGE8,
+        {"kind": "conv", "out": 3, "kernel": 3},
+        {"kind": "batchnorm"},
+        {"kind": "relu"},
+        {"kind": "maxpool"},
+        {"kind": "flatten"},
+        {"kind": "linear", "out": 5},
+    ],
+    "a bias before pooling, and no batch norm": [
+        IMAGE8,
+        {"kind": "conv", "out": 3, "kernel": 3},
+        {"kind": "maxpool"},
+        {"kind": "relu"},
+        {"kind": "conv", "out": 2, "kernel": 1},
+        {"kind": "relu"},
+        {"kind": "flatten"},
+        {"kind": "batchnorm"},
+        {"kind": "linear", "out": 5},
+    ],
+}
+
+
+@pytest.mark.parametrize("gamma_mean", [1.0, 0.1], ids=["positive scales", "some negative scales"])
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_the_fast_path_answers_as_the_layers_do(name, gamma_mean):
+    """Batch norm folded (or not, where a negative scale meets pooling), biases moved past pooling,
+    dropout gone: the same logits as the layers' own forward at inference, in chunks or not."""
+    rng = np.random.default_rng(3)
+    records = ARCHITECTURES[name]
+    network = Network(records, 64, rng)
+    if network.centre is not None:
+        network.centre.mean[...] = rng.uniform(-1, 0, 64)
+    for p in network.parameters():
+        p.value[...] += rng.normal(0, 0.1, p.value.shape)  # non-zero biases, too
+    _scramble_batch_norms(network, rng, gamma_mean)
+    x = rng.uniform(-1, 1, (23, 64)).astype(np.float32)
+    expected = network.forward(x, training=False).copy()
+    assert np.ptp(expected, axis=0).max() > 1e-2  # the answers depend on the inputs
+    for chunk in (1, 5, 128):
+        got = NetworkInference(network, chunk=chunk).logits(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(network.logits(x[:1]), expected[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_predict_proba_is_the_fast_path_and_follows_every_change_of_weights():
+    from fashion_mlp.nn import SGD, softmax_cross_entropy
+
+    rng = np.random.default_rng(4)
+    network = Network(ARCHITECTURES["the cnn preset's order"], 64, rng)
+    x = rng.uniform(-1, 1, (30, 64)).astype(np.float32)
+
+    def through_layers():
+        return softmax(network.forward(x, training=False))
+
+    assert isinstance(network._fast_path(), NetworkInference)
+    optimizer = SGD(network.parameters(), lr=0.5, momentum=0.9)
+    before = network.predict_proba(x)
+    for _ in range(2):  # training moves the running statistics and the weights ...
+        _, dlogits = softmax_cross_entropy(network.forward(x), rng.integers(0, 5, 30))
+        network.backward(dlogits)
+        optimizer.step()
+    after = network.predict_proba(x)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, through_layers(), rtol=1e-5, atol=1e-6)  # ... and the fast path saw it
+    network.load_state_dict(Network(network.records, 64, np.random.default_rng(9)).state_dict())
+    np.testing.assert_allclose(network.predict_proba(x), through_layers(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(network.predict(x), through_layers().argmax(axis=1))

@@ -2,7 +2,7 @@
 
 from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
 from .gradcheck import TOLERANCE, GradientCheck, check_gradients
-from .inference import Affine, Inference, folded_layers
+from .inference import Affine, Inference, fold_batch_norms, folded_layers
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
 from .model import CENTRE_MEAN, INITS, MLP, state_shapes
@@ -41,6 +41,7 @@ __all__ = [
     "cnn_records",
     "cross_entropy",
     "example_losses",
+    "fold_batch_norms",
     "folded_layers",
     "log_softmax",
     "softmax",

@@ -93,7 +93,7 @@ def im2col(
     ``offsets_first``: the patch's axes (k, k, C) first and the pixels' last, the transpose, which
     copies faster where C is 1 (see ``Conv2d``).
     """
-    windows = sliding_window_view(padded, (k, k), axis=(1, 2))  # (N, H, W, C, k, k), a view
+    windows = _windows(padded, k)  # (N, H, W, C, k, k), a view
     n, h, w, c = windows.shape[:4]
     if quarters:
         if h % 2 or w % 2:
@@ -107,6 +107,18 @@ def im2col(
         return windows.copy()
     np.copyto(out, windows)
     return out
+
+
+def _windows(padded: np.ndarray, k: int) -> np.ndarray:
+    """``sliding_window_view(padded, (k, k), axis=(1, 2))``: (N, H, W, C, k, k), a view. For a
+    contiguous array it is built directly from the strides, which costs about 1 µs against 27 for
+    NumPy's general function: at batch 1 that is a tenth of a convolution."""
+    if not padded.flags.c_contiguous:
+        return sliding_window_view(padded, (k, k), axis=(1, 2))
+    n, h, w, c = padded.shape
+    s = padded.strides
+    shape = (n, h - k + 1, w - k + 1, c, k, k)
+    return np.ndarray(shape, padded.dtype, padded, 0, (s[0], s[1], s[2], s[3], s[1], s[2]))
 
 
 def images_axis(quarters: bool, offsets_first: bool) -> int:
@@ -213,17 +225,23 @@ class Conv2d(Layer):
         return cols
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        out = self.convolve(x, self._matrix(), training)
+        if self.bias is not None:
+            out += self.bias.value
+        return out
+
+    def convolve(self, x: np.ndarray, matrix: np.ndarray, training: bool = False) -> np.ndarray:
+        """im2col of x and one product with ``matrix``, (k·k·C, F) like the weight's: the forward
+        without the bias, shaped as the layer's output. ``NetworkInference`` calls it with batch norm
+        folded into the matrix; at inference every array is a fresh one."""
         n, h, w, c = x.shape
         if c != self.in_channels:
             raise ValueError(f"{self.weight.name}: expected {self.in_channels} channels, got {c}")
-        f = self.out_channels
+        f = matrix.shape[1]
         cols = self._columns(x, training, "cols", self.quarters, self._offsets_first)
         self._cols = cols if training else None
-        out_shape = (n * h * w, f)
-        out = self._buffer("out", out_shape, x.dtype) if training else None
-        out = np.matmul(self._patches(cols), self._matrix(), out=out)
-        if self.bias is not None:
-            out += self.bias.value
+        out = self._buffer("out", (n * h * w, f), x.dtype) if training else None
+        out = np.matmul(self._patches(cols), matrix, out=out)
         return out.reshape((4, n, h // 2, w // 2, f) if self.quarters else (n, h, w, f))
 
     def _matrix(self) -> np.ndarray:

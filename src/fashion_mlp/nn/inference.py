@@ -16,9 +16,13 @@ Dropout is the identity at inference, so an MLP trained with it answers the same
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+from .conv import BatchNorm, Conv2d, MaxPool2d
+from .layers import Layer, Linear
 
 if TYPE_CHECKING:  # model.py answers through this module: the import would go round in a circle
     from .model import MLP
@@ -48,6 +52,40 @@ def folded_layers(model: MLP, offset: float = 0.0, scale: float = 1.0) -> list[A
     layers = [Affine((first / scale).astype(dtype), (linears[0].bias.value - shift @ first).astype(dtype))]
     layers += [Affine(layer.weight.value.copy(), layer.bias.value.copy()) for layer in linears[1:]]
     return layers
+
+
+def fold_batch_norms(layers: Sequence[Layer]) -> tuple[dict[int, Affine], set[int]]:
+    """Each weighted layer's weight and bias, in float64, with the batch norm after it folded in; and
+    the indices of the batch norms so folded (at inference they are gone).
+
+    At inference batch norm is y = x·s + t per channel, s = gamma / sqrt(var + eps), t = beta - mean·s,
+    so after a convolution or fully connected layer it folds into it: w' = w·s, b' = b·s + t. Max pooling
+    between the two does not stop this while every s is positive, since a positive scale commutes with
+    a maximum (the cnn preset's order, conv-pool-BN-ReLU); otherwise the batch norm stays. A weight
+    keeps its layer's shape: (in, out) for a fully connected layer, (k, k, C, F) for a convolution.
+    ``NetworkInference`` and the ONNX export both fold this way, so both answer alike."""
+    params: dict[int, Affine] = {}
+    folded: set[int] = set()
+    last, pooled = None, False
+    for i, layer in enumerate(layers):
+        if isinstance(layer, (Conv2d, Linear)):
+            weight = layer.weight.value.astype(np.float64)
+            bias = layer.bias.value if layer.bias is not None else np.zeros(weight.shape[-1])
+            params[i] = Affine(weight, bias.astype(np.float64))
+            last, pooled = i, False
+        elif isinstance(layer, MaxPool2d):
+            pooled = True
+        elif isinstance(layer, BatchNorm) and last is not None:
+            scale = layer.gamma.value / np.sqrt(layer.running_var.astype(np.float64) + layer.eps)
+            shift = layer.beta.value - layer.running_mean * scale
+            if not pooled or (scale > 0).all():
+                weight, bias = params[last]
+                params[last] = Affine(weight * scale, bias * scale + shift)
+                folded.add(i)
+            last = None
+        else:
+            last = None
+    return params, folded
 
 
 class Inference:

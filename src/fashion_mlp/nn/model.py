@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,9 +81,9 @@ class Sequential:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.logits(x).argmax(axis=1)
 
-    _answering: Inference | None = None
+    _answering: Any = None  # what _fast_path made, until the weights change
 
-    def _fast_path(self) -> Inference | None:
+    def _fast_path(self) -> Any:
         """What answers for the network, if something faster than its layers does: None here."""
         return None
 
