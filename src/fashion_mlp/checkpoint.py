@@ -47,9 +47,9 @@ class Checkpoint:
         """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
         predict, serve and the ONNX export all compute."""
         norm = self.meta["normalisation"]  # present and valid: load() refuses a file without it
-        if isinstance(self.model, Network):
-            return NetworkInference(self.model, float(norm["offset"]), float(norm["scale"]))
-        return Inference(self.model, float(norm["offset"]), float(norm["scale"]))
+        if isinstance(self.model, MLP):
+            return Inference(self.model, float(norm["offset"]), float(norm["scale"]))
+        return NetworkInference(self.model, float(norm["offset"]), float(norm["scale"]))
 
 
 def normalisation_fault(meta: dict[str, Any]) -> str | None:
@@ -77,7 +77,7 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 def architecture(model: MLP | Network) -> dict[str, Any]:
     """What a checkpoint records of the model's layers. A network: its layer records, which rebuild
     it. An MLP: its sizes and settings, as checkpoints have recorded them from the start."""
-    if isinstance(model, Network):
+    if not isinstance(model, MLP):
         return {"layers": model.records, "inputs": model.n_inputs, "classes": model.n_classes}
     return {
         "sizes": model.sizes,

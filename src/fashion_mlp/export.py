@@ -79,7 +79,7 @@ def to_onnx(
     if len(class_names) != model.sizes[-1]:
         raise InvalidValue(f"{len(class_names)} class names for a model with {model.sizes[-1]} outputs")
     norm = {"offset": 0.0, "scale": 1.0, **(normalisation or {})}
-    if isinstance(model, Network):
+    if not isinstance(model, MLP):
         nodes, initializers = _network_graph(model, float(norm["offset"]), float(norm["scale"]))
         return _model(model, nodes, initializers, class_names, norm, input_description, source_sha256)
     layers = folded_layers(model, float(norm["offset"]), float(norm["scale"]))
@@ -123,8 +123,8 @@ def _model(
         ],
         initializers,
     )
-    network = isinstance(model, Network)
-    sizes = model.describe() if isinstance(model, Network) else "-".join(map(str, model.sizes))
+    network = not isinstance(model, MLP)
+    sizes = model.describe()
     doc = (
         "normalisation as Sub and Mul; batch norm folded"
         if network

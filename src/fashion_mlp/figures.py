@@ -59,10 +59,10 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     lr = np.array([schedule.lr_at(t) for t in range(per_epoch * len(metrics["epoch"]))])
     plots.training_curves(metrics, lr, paths["curves"])
 
-    if isinstance(model, Network):
-        _first_convolution(model, config, test, paths)
-    else:
+    if isinstance(model, MLP):
         _first_layer(model, config, paths)
+    else:
+        _first_convolution(model, config, test, paths)
     confusion = np.array(summary["test_confusion"])
     plots.confusion_matrix(confusion, CLASS_NAMES, paths["confusion"])
     plots.per_class_accuracy(per_class_scores(confusion)[1], CLASS_NAMES, paths["per_class"])

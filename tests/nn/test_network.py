@@ -196,3 +196,35 @@ def test_predict_proba_is_the_fast_path_and_follows_every_change_of_weights():
     network.load_state_dict(Network(network.records, 64, np.random.default_rng(9)).state_dict())
     np.testing.assert_allclose(network.predict_proba(x), through_layers(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(network.predict(x), through_layers().argmax(axis=1))
+
+
+def test_an_mlp_is_the_network_of_its_records():
+    from fashion_mlp.nn import MLP, Inference, mlp_records
+
+    mean = np.linspace(-1, 0, 64)
+    mlp = MLP(
+        [64, 16, 8, 5],
+        np.random.default_rng(6),
+        dropout=0.2,
+        init="glorot",
+        input_dropout=0.1,
+        input_mean=mean,
+    )
+    records = mlp_records([64, 16, 8, 5], dropout=0.2, input_dropout=0.1, centred=True, init="glorot")
+    network = Network(records, 64, np.random.default_rng(6), input_mean=mean)
+    assert isinstance(mlp, Network) and mlp.records == records
+    assert [type(layer) for layer in mlp.layers] == [type(layer) for layer in network.layers]
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["centre", "dropout", "linear", "relu", "dropout", "linear", "relu", "dropout", "linear"]
+    state, expected = mlp.state_dict(), network.state_dict()
+    assert state.keys() == expected.keys()
+    for name in state:
+        np.testing.assert_array_equal(state[name], expected[name])
+    x = np.random.default_rng(7).uniform(-1, 1, (9, 64)).astype(np.float32)
+    np.testing.assert_allclose(mlp.predict_proba(x), network.predict_proba(x), rtol=1e-5, atol=1e-7)
+    assert isinstance(mlp._fast_path(), Inference) and isinstance(network._fast_path(), NetworkInference)
+    assert mlp.describe() == "64-16-8-5" and network.describe() == "fc16-fc8-fc5"
+    with pytest.raises(ValueError, match="init must be one of he, small, glorot"):
+        Network([{"kind": "linear", "out": 5, "init": "zeros"}], 64)
+    deep = MLP([4] * 40 + [2])  # deeper than a network read from a file may be: its records are its own
+    assert len(deep.records) > 64

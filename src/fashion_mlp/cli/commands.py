@@ -285,10 +285,9 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     if conv:
         records = cnn_records((28, 28, 1), conv, hidden, 10, dropout, centred=centred)
         model = Network(records, 784, rng, dtype=np.float64, input_mean=mean)
-        shape = model.describe()
     else:
         model = MLP([784, *hidden, 10], rng, dropout=dropout, dtype=np.float64, input_mean=mean)
-        shape = "-".join(map(str, model.sizes))
+    shape = model.describe()
     for p in model.parameters():
         p.value += 0.01 * rng.standard_normal(p.value.shape)  # non-zero biases, as after training
     x = rng.uniform(-1, 1, (args.batch, 784))

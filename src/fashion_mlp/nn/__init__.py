@@ -5,7 +5,7 @@ from .gradcheck import TOLERANCE, GradientCheck, check_gradients
 from .inference import Affine, Inference, fold_batch_norms, folded_layers
 from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
-from .model import CENTRE_MEAN, INITS, MLP, state_shapes
+from .model import CENTRE_MEAN, INITS, MLP, mlp_records, state_shapes
 from .network import BUILDERS, Network, NetworkInference, cnn_records
 from .optim import SGD, Adam, Optimizer
 from .schedules import SCHEDULES, Schedule
@@ -44,6 +44,7 @@ __all__ = [
     "fold_batch_norms",
     "folded_layers",
     "log_softmax",
+    "mlp_records",
     "softmax",
     "softmax_cross_entropy",
     "state_shapes",

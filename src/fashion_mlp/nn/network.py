@@ -3,7 +3,8 @@
 A record is ``{"kind": ..., settings}``, for example ``{"kind": "conv", "out": 32, "kernel": 3}``.
 ``Network(records, ...)`` builds one layer per record through ``BUILDERS``, a table keyed by kind;
 ``network.records`` gives the records back, sizes filled in, which is what a checkpoint stores and
-what rebuilds the network. Adding a layer kind is one class and one row of the table.
+what rebuilds the network. Adding a layer kind is one class and one row of the table. Every model
+here is a Network: the MLP (model.py) is the one that ``mlp_records`` describes.
 
 ``cnn_records`` writes the records of the convolutional networks the config describes: for each
 width of ``conv``, a 3×3 convolution without bias, 2×2 max pooling, batch norm and ReLU; then, for
@@ -24,9 +25,8 @@ import numpy as np
 
 from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
 from .inference import fold_batch_norms
-from .layers import Centre, Dropout, Layer, Linear, ReLU
+from .layers import INITS, Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
-from .model import Sequential
 
 Record = dict[str, Any]
 MAX_RECORDS = 64
@@ -133,12 +133,21 @@ def _flatten(b: _Builder, r: Record) -> Layer:
 def _linear(b: _Builder, r: Record) -> Layer:
     if len(b.shape) != 1:
         raise ValueError("a fully connected layer needs rows: put a 'flatten' record first")
-    out, bias = _positive(r, "out"), r.get("bias", True)
+    out, bias, init = _positive(r, "out"), r.get("bias", True), r.get("init", "he")
     if not isinstance(bias, bool):
         raise ValueError(f"a fully connected layer's bias must be true or false, got {bias!r}")
+    if init not in INITS:
+        raise ValueError(f"a fully connected layer's init must be one of {', '.join(INITS)}, got {init!r}")
     b.spend(b.shape[0] * out + out)
     layer = Linear(
-        b.shape[0], out, b.rng, b.name("fc"), b.dtype, needs_input_grad=not b.first_weighted, bias=bias
+        b.shape[0],
+        out,
+        b.rng,
+        b.name("fc"),
+        b.dtype,
+        needs_input_grad=not b.first_weighted,
+        init=init,
+        bias=bias,
     )
     b.first_weighted = False
     b.shape = (out,)
@@ -172,13 +181,16 @@ BUILDERS: dict[str, Callable[[_Builder, Record], Layer]] = {
 }
 
 
-class Network(Sequential):
-    """Layers built from ``records`` for rows of ``n_inputs`` features; the last record's output
-    is the logits. Its methods are ``Sequential``'s, as the MLP's are; it answers 128 rows at a time
-    at inference, since a convolution's columns are k·k times its input. ``budget`` caps the parameters the
-    records may ask for, checked before anything is allocated (for records read from a file)."""
+class Network:
+    """Layers built from ``records`` for rows of ``n_inputs`` features, applied in order; the last
+    record's output is the logits. Every network here is one, the MLP (model.py) included.
+
+    It answers ``chunk`` rows at a time at inference, 128 since a convolution's columns are k·k times
+    its input. ``budget`` caps the parameters the records may ask for, checked before anything is
+    allocated (for records read from a file)."""
 
     chunk = 128  # rows at a time at inference: 8% faster than 500 at batch 4,000 (docs/speed.md)
+    max_records: int | None = MAX_RECORDS  # most records a network may have (None: no limit)
 
     def __init__(
         self,
@@ -190,8 +202,9 @@ class Network(Sequential):
         budget: int | None = None,
     ) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
-        if not isinstance(records, (list, tuple)) or not 0 < len(records) <= MAX_RECORDS:
-            raise ValueError(f"a network is a list of 1 to {MAX_RECORDS} layer records")
+        limit = self.max_records
+        if not isinstance(records, (list, tuple)) or not 0 < len(records) <= (limit or len(records)):
+            raise ValueError(f"a network is a list of 1 to {limit} layer records")
         builder = _Builder(int(n_inputs), rng, dtype, budget)
         self.layers: list[Layer] = []
         for record in records:
@@ -214,13 +227,92 @@ class Network(Sequential):
                 raise ValueError("an input mean was given, but the network has no 'centre' record")
             self.centre.mean[...] = input_mean
 
-    def _fast_path(self) -> NetworkInference:
+    def parameters(self) -> list[Parameter]:
+        """Every trainable array, in layer order: the one way anything reaches the weights."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """Logits for a batch, caching what backward() needs (in training; inference caches nothing).
+
+        In training the result lives in a buffer the next forward overwrites; copy it to keep it.
+        """
+        if training:
+            self._answering = None  # the weights are about to change: answer from them afresh
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Back-propagate dLoss/dlogits, filling every Parameter.grad."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)  # type: ignore[assignment]
+            if grad is None:  # the first weighted layer: nothing below it needs a gradient
+                return
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """After a training forward, keep only these rows of its batch: the next backward (given
+        dLoss/dlogits for those rows) then fills every Parameter.grad from them alone, as if the
+        batch had been just those rows, with the same dropout masks."""
+        for layer in self.layers:
+            layer.keep_rows(rows)
+
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Inference logits, through the fastest path the network has (``_fast_path``), else through
+        its layers ``batch_size`` rows (default ``chunk``) at a time to bound memory."""
+        fast = self._fast_path() if batch_size is None else None
+        if fast is not None:
+            return fast.logits(x)
+        size = batch_size or self.chunk
+        dtype = self.parameters()[0].value.dtype
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=dtype)
+        for start in range(0, x.shape[0], size):
+            chunk = np.asarray(x[start : start + size], dtype=dtype)
+            out[start : start + size] = self.forward(chunk, training=False)
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        fast = self._fast_path()
+        return softmax(self.logits(x)) if fast is None else fast.predict_proba(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    _answering: Any = None  # what _fast_path made, until the weights change
+
+    def _fast_path(self) -> Any:
         """``NetworkInference`` on normalised inputs: batch norm folded in, nothing cached. Made at
         the first answer after a training forward or load_state_dict, which change the weights."""
         answering = self._answering
         if answering is None:
             answering = self._answering = NetworkInference(self)
         return answering
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Every parameter, then every layer's state (an input mean, batch norm's running averages)."""
+        arrays = {p.name: p.value for p in self.parameters()}
+        for layer in self.layers:
+            arrays.update(layer.state())
+        return arrays
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: array.shape for name, array in self._arrays().items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A flat dict of named arrays (copies), e.g. {'fc1.weight': ..., 'fc1.bias': ...}: every
+        parameter and every layer's state."""
+        return {name: array.copy() for name, array in self._arrays().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters and layer states; names and shapes must match."""
+        targets = self._arrays()
+        if set(state) != set(targets):
+            missing, extra = sorted(set(targets) - set(state)), sorted(set(state) - set(targets))
+            raise ValueError(f"state does not fit this model: missing {missing}, unexpected {extra}")
+        for name, target in targets.items():
+            if state[name].shape != target.shape:
+                raise ValueError(f"{name} has shape {state[name].shape}, the model expects {target.shape}")
+            target[...] = state[name]
+        self._answering = None
 
     def describe(self) -> str:
         """One line, e.g. conv32-pool-conv64-pool-fc256-fc10."""

@@ -85,9 +85,7 @@ def load_model(name: str, path: Path) -> Model:
     if len(names) != sizes[-1]:
         raise InvalidValue(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
     accuracy = _test_accuracy(path)
-    describe = getattr(loaded.model, "describe", None)  # a network of layers names its own
-    architecture = describe() if describe else "-".join(map(str, sizes))
-    return Model(name, Path(path), loaded.inference(), names, accuracy, architecture)
+    return Model(name, Path(path), loaded.inference(), names, accuracy, loaded.model.describe())
 
 
 def _test_accuracy(path: Path) -> float | None:
