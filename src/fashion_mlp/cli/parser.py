@@ -289,7 +289,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         default="default",
         help="starting settings: 'default' is our best recipe, trained on all 60,000 training images; "
         "'validation' the same with 5,000 held out to score every epoch and keep the best; 'cnn' our "
-        "convolutional network (about 10 minutes on two cores); 'report' the report's Table 2 "
+        "convolutional network (8–9 minutes on two cores); 'report' the report's Table 2 "
         "(default: default)",
     )
     run.add_argument(
