@@ -340,7 +340,9 @@ class NetworkInference:
       several threads at once, and never writes into the layers' training buffers.
 
     Rows are answered ``chunk`` at a time to bound memory: a convolution's columns are k·k times its
-    input. The model's own ``predict_proba`` answers through this (``Network._fast_path``)."""
+    input. The model's own ``predict_proba`` answers through this (``Network._fast_path``, which
+    makes a new one whenever the weights change). It folds the weights as they are when it is made:
+    after training the network further, make a new one."""
 
     def __init__(
         self, network: Network, offset: float = 0.0, scale: float = 1.0, chunk: int = Network.chunk
