@@ -59,7 +59,11 @@ def test_evaluate_and_predict_take_a_cnn(cnn_run, capsys, tmp_path, small_data):
         (lambda a: a["layers"].append({"kind": "softmax"}), "unknown layer kind 'softmax'"),
         (
             lambda a: next(r for r in a["layers"] if r["kind"] == "conv").update(out=100_000),
-            "'out' must be a positive integer",
+            "'out' must be at most 65,536, got 100,000",
+        ),
+        (
+            lambda a: next(r for r in a["layers"] if r["kind"] == "conv").update(out=0),
+            "'out' must be a positive integer, got 0",
         ),
         (lambda a: a.update(classes=11), "its classes disagree"),
         (lambda a: a.update(layers="conv"), "metadata has no valid architecture"),

@@ -228,3 +228,7 @@ def test_an_mlp_is_the_network_of_its_records():
         Network([{"kind": "linear", "out": 5, "init": "zeros"}], 64)
     deep = MLP([4] * 40 + [2])  # deeper than a network read from a file may be: its records are its own
     assert len(deep.records) > 64
+    wide = MLP([2, 70_000, 2], dtype=np.float32)  # and wider
+    assert wide.sizes == [2, 70_000, 2]
+    with pytest.raises(ValueError, match="'out' must be at most 65,536, got 70,000"):
+        Network(wide.records, 2)

@@ -56,7 +56,7 @@ class MLP(Network):
     """
 
     chunk = 4096
-    max_records = None  # as deep as asked: its records are its own, not read from a file
+    bounded = False  # as deep and wide as asked, as it always was: its records are its own
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from .losses import softmax
 
 Record = dict[str, Any]
 MAX_RECORDS = 64
+MAX_SIZE = 1 << 16  # the largest width, height, channel count or kernel a record may ask for
 
 
 def cnn_records(
@@ -68,12 +69,15 @@ def cnn_records(
 class _Builder:
     """Builds the layers in order, tracking the shape that flows between them (without the batch)."""
 
-    def __init__(self, n_inputs: int, rng: np.random.Generator, dtype: type, budget: int | None) -> None:
+    def __init__(
+        self, n_inputs: int, rng: np.random.Generator, dtype: type, budget: int | None, bounded: bool
+    ) -> None:
         self.shape: tuple[int, ...] = (n_inputs,)
         self.rng, self.dtype = rng, dtype
         self.counts: dict[str, int] = {}
         self.first_weighted = True
         self.budget = budget  # most parameters the records may ask for (None: no limit)
+        self.bounded = bounded  # no size above MAX_SIZE
 
     def spend(self, n: int) -> None:
         """Count n parameters against the budget before they are allocated."""
@@ -88,7 +92,7 @@ class _Builder:
 
 
 def _image(b: _Builder, r: Record) -> Layer:
-    shape = (_positive(r, "height"), _positive(r, "width"), _positive(r, "channels"))
+    shape = (_positive(b, r, "height"), _positive(b, r, "width"), _positive(b, r, "channels"))
     if int(np.prod(shape)) != int(np.prod(b.shape)):
         raise ValueError(f"an image of {shape} does not hold {int(np.prod(b.shape))} inputs")
     b.shape = shape
@@ -103,7 +107,7 @@ def _centre(b: _Builder, r: Record) -> Layer:
 def _conv(b: _Builder, r: Record) -> Layer:
     if len(b.shape) != 3:
         raise ValueError("a convolution needs images: put an 'image' record first")
-    out, kernel, bias = _positive(r, "out"), _positive(r, "kernel"), r.get("bias", True)
+    out, kernel, bias = _positive(b, r, "out"), _positive(b, r, "kernel"), r.get("bias", True)
     if not isinstance(bias, bool):
         raise ValueError(f"a convolution's bias must be true or false, got {bias!r}")
     b.spend(kernel * kernel * b.shape[2] * out + out)
@@ -133,7 +137,7 @@ def _flatten(b: _Builder, r: Record) -> Layer:
 def _linear(b: _Builder, r: Record) -> Layer:
     if len(b.shape) != 1:
         raise ValueError("a fully connected layer needs rows: put a 'flatten' record first")
-    out, bias, init = _positive(r, "out"), r.get("bias", True), r.get("init", "he")
+    out, bias, init = _positive(b, r, "out"), r.get("bias", True), r.get("init", "he")
     if not isinstance(bias, bool):
         raise ValueError(f"a fully connected layer's bias must be true or false, got {bias!r}")
     if init not in INITS:
@@ -161,10 +165,12 @@ def _dropout(b: _Builder, r: Record) -> Layer:
     return Dropout(float(rate), b.rng)
 
 
-def _positive(record: Record, key: str) -> int:
-    value = record.get(key)
-    if type(value) is not int or not 0 < value <= 1 << 16:
-        raise ValueError(f"a {record.get('kind')} layer's {key!r} must be a positive integer, got {value!r}")
+def _positive(b: _Builder, record: Record, key: str) -> int:
+    value, what = record.get(key), f"a {record.get('kind')} layer's {key!r}"
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    if b.bounded and value > MAX_SIZE:
+        raise ValueError(f"{what} must be at most {MAX_SIZE:,}, got {value:,}")
     return value
 
 
@@ -190,7 +196,9 @@ class Network:
     allocated (for records read from a file)."""
 
     chunk = 128  # rows at a time at inference: 8% faster than 500 at batch 4,000 (docs/speed.md)
-    max_records: int | None = MAX_RECORDS  # most records a network may have (None: no limit)
+    # Records from outside (a file, a user) get limits: at most MAX_RECORDS of them, no size above
+    # MAX_SIZE. A subclass that writes its own records may lift them.
+    bounded = True
 
     def __init__(
         self,
@@ -202,10 +210,10 @@ class Network:
         budget: int | None = None,
     ) -> None:
         rng = rng if rng is not None else np.random.default_rng(0)
-        limit = self.max_records
-        if not isinstance(records, (list, tuple)) or not 0 < len(records) <= (limit or len(records)):
-            raise ValueError(f"a network is a list of 1 to {limit} layer records")
-        builder = _Builder(int(n_inputs), rng, dtype, budget)
+        limit = MAX_RECORDS if self.bounded else len(records)
+        if not isinstance(records, (list, tuple)) or not 0 < len(records) <= limit:
+            raise ValueError(f"a network is a list of 1 to {MAX_RECORDS} layer records")
+        builder = _Builder(int(n_inputs), rng, dtype, budget, self.bounded)
         self.layers: list[Layer] = []
         for record in records:
             if not isinstance(record, dict) or record.get("kind") not in BUILDERS:
