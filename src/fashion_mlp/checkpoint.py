@@ -43,13 +43,11 @@ class Checkpoint:
     meta: dict[str, Any]  # format, version, architecture, normalisation, classes, config, metrics, ...
     optimizer_state: dict[str, np.ndarray]
 
-    def inference(self) -> Inference:
+    def inference(self) -> Inference | NetworkInference:
         """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
         predict, serve and the ONNX export all compute."""
         norm = self.meta["normalisation"]  # present and valid: load() refuses a file without it
-        if isinstance(self.model, MLP):
-            return Inference(self.model, float(norm["offset"]), float(norm["scale"]))
-        return NetworkInference(self.model, float(norm["offset"]), float(norm["scale"]))
+        return self.model.answering(float(norm["offset"]), float(norm["scale"]))
 
 
 def normalisation_fault(meta: dict[str, Any]) -> str | None:

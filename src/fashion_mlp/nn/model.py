@@ -80,16 +80,12 @@ class MLP(Network):
         self.dropout = dropout
         self.input_dropout = input_dropout
 
-    def _fast_path(self) -> Inference:
-        """``Inference``, the one fast way to answer (Checkpoint.inference() and serve use it too):
-        hidden layers feature-major on contiguous transposed copies of the weights, the input mean
-        folded into the first bias, batch-one answers as matrix-vector products. The copies are made at
-        the first answer after a training forward or load_state_dict, which change the weights; write
-        into the weights any other way and answer with ``forward(x, training=False)``."""
-        answering = self._answering
-        if answering is None:
-            answering = self._answering = Inference(self)
-        return answering
+    def answering(self, offset: float = 0.0, scale: float = 1.0) -> Inference:
+        """``Inference``, the one fast way an MLP answers (Checkpoint.inference(), serve and the
+        model's own predict_proba): hidden layers feature-major on contiguous transposed copies of
+        the weights, the normalisation and input mean folded into the first layer, batch-one answers
+        as matrix-vector products."""
+        return Inference(self, offset, scale)
 
     def describe(self) -> str:
         """Its sizes, e.g. 784-128-128-10."""

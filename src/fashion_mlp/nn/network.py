@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
-from .inference import fold_batch_norms
+from .inference import Inference, fold_batch_norms
 from .layers import INITS, Centre, Dropout, Layer, Linear, Parameter, ReLU
 from .losses import softmax
 
@@ -265,34 +265,37 @@ class Network:
             layer.keep_rows(rows)
 
     def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Inference logits, through the fastest path the network has (``_fast_path``), else through
-        its layers ``batch_size`` rows (default ``chunk``) at a time to bound memory."""
-        fast = self._fast_path() if batch_size is None else None
-        if fast is not None:
-            return fast.logits(x)
+        """Inference logits, through the network's fast path (``_fast_path``), or, given a
+        ``batch_size``, through its layers that many rows (0: ``chunk``) at a time."""
+        if batch_size is None:
+            return self._fast_path().logits(x)
         size = batch_size or self.chunk
-        dtype = self.parameters()[0].value.dtype
-        out = np.empty((x.shape[0], self.sizes[-1]), dtype=dtype)
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
         for start in range(0, x.shape[0], size):
-            chunk = np.asarray(x[start : start + size], dtype=dtype)
+            chunk = np.asarray(x[start : start + size], dtype=self.dtype)
             out[start : start + size] = self.forward(chunk, training=False)
         return out
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        fast = self._fast_path()
-        return softmax(self.logits(x)) if fast is None else fast.predict_proba(x)
+        return self._fast_path().predict_proba(x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.logits(x).argmax(axis=1)
 
-    _answering: Any = None  # what _fast_path made, until the weights change
+    def answering(self, offset: float = 0.0, scale: float = 1.0) -> NetworkInference | Inference:
+        """The network made ready to answer inputs ``x`` as it sees ``(x - offset) / scale``:
+        ``NetworkInference`` (an MLP gives its own ``Inference``). It copies the weights as they are."""
+        return NetworkInference(self, offset, scale)
 
-    def _fast_path(self) -> Any:
-        """``NetworkInference`` on normalised inputs: batch norm folded in, nothing cached. Made at
-        the first answer after a training forward or load_state_dict, which change the weights."""
+    _answering: NetworkInference | Inference | None = None  # what _fast_path made, until the weights change
+
+    def _fast_path(self) -> NetworkInference | Inference:
+        """``answering()`` on normalised inputs, made at the first answer after a training forward or
+        load_state_dict (which change the weights) and kept until the next; write into the weights any
+        other way and answer with ``forward(x, training=False)``."""
         answering = self._answering
         if answering is None:
-            answering = self._answering = NetworkInference(self)
+            answering = self._answering = self.answering()
         return answering
 
     def _arrays(self) -> dict[str, np.ndarray]:
