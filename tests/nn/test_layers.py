@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fashion_mlp.nn import MLP, Centre, Dropout, Linear, ReLU, softmax_cross_entropy, state_shapes
+from fashion_mlp.nn.layers import relu_
 
 
 def numeric_grad(f, array, eps=1e-6):
@@ -258,3 +259,20 @@ def test_predict_proba_is_the_fast_path_and_follows_every_change_of_weights(rng)
     model.load_state_dict(MLP([6, 16, 16, 3], np.random.default_rng(9), input_mean=mean).state_dict())
     np.testing.assert_allclose(model.predict_proba(x), through_layers(), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(model.predict(x), through_layers().argmax(axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7,), (1, 3), (5, 4), (3, 4, 4, 2), (0, 4), (2, 3000)])
+def test_relu_in_place_is_the_maximum_with_zero(rng, dtype, shape):
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size:
+        x.flat[0] = np.nan  # NaN passes through, as np.maximum has it
+    expected = np.maximum(x, 0)
+    out = relu_(x)
+    assert out is x and out.dtype == dtype
+    np.testing.assert_array_equal(out, expected)
+    strided = rng.standard_normal((6, 8)).astype(dtype)[:, ::2]  # not contiguous: the scalar path
+    np.testing.assert_array_equal(relu_(strided.copy()), np.maximum(strided, 0))
+    wider = rng.standard_normal((2, 5000)).astype(dtype)  # the shared zeros grow, and stay zeros
+    np.testing.assert_array_equal(relu_(wider.copy()), np.maximum(wider, 0))
+    np.testing.assert_array_equal(relu_(-np.ones((3, 5000), dtype)), 0)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from .conv import BatchNorm, Conv2d, MaxPool2d
-from .layers import Layer, Linear
+from .layers import Layer, Linear, relu_
 
 if TYPE_CHECKING:  # model.py answers through this module: the import would go round in a circle
     from .model import MLP
@@ -103,8 +103,8 @@ class Inference:
         # Hidden layers feature-major: Wt (out, in) contiguous, bias as a column (out, 1).
         self._hidden = [(np.ascontiguousarray(a.weight.T), a.bias[:, None].copy()) for a in layers[:-1]]
         self._last = layers[-1]
-        self._hidden_1d = [(weight_t, bias[:, 0]) for weight_t, bias in self._hidden]  # for a batch of one
-        self._zero = self.dtype.type(0)
+        # For a batch of one: vectors, and zeros to rectify against (``relu_`` says why not 0).
+        self._hidden_1d = [(w, b[:, 0], np.zeros(len(w), self.dtype)) for w, b in self._hidden]
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -122,7 +122,7 @@ class Inference:
         for weight_t, bias in self._hidden:
             h = np.matmul(weight_t, h)
             h += bias
-            np.maximum(h, 0, out=h)
+            relu_(h)
         out = np.matmul(h.T, self._last.weight)  # (batch, classes)
         out += self._last.bias
         return out
@@ -131,11 +131,10 @@ class Inference:
         """A batch of one as vectors: matrix-vector products and whole-array reductions, the fewest
         NumPy calls (each costs about a microsecond, as much as a small layer's product)."""
         h = x.astype(self.dtype, copy=False)
-        zero = self._zero  # a scalar of the array's dtype: a Python 0 costs a type resolution per call
-        for weight_t, bias in self._hidden_1d:
+        for weight_t, bias, zeros in self._hidden_1d:
             h = weight_t @ h
             h += bias
-            np.maximum(h, zero, out=h)
+            np.maximum(h, zeros, out=h)
         z = h @ self._last.weight
         z += self._last.bias
         # A handful of classes: Python's max and sum over a list beat a NumPy reduction's set-up.

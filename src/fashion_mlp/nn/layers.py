@@ -165,15 +165,41 @@ class Centre(Layer):
         return grad  # d(x - mean)/dx is the identity
 
 
+_ZERO_ROWS: dict[np.dtype, np.ndarray] = {}  # relu_'s rows of zeros, one per dtype, read-only
+_WIDEST_ZEROS = 1 << 20
+
+
+def relu_(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) in place: x, rectified.
+
+    Against a row of zeros broadcast down x's rows, not against the scalar 0: NumPy 2.4's maximum
+    has its fast (SIMD) loop only where both operands move, so with a scalar it runs 3-4 times slower
+    (float32, measured: 128×512, 48 µs against 16; 10,000×128, 950 µs against 370; docs/speed.md).
+    The zeros are shared and only read, so threads may call this at once."""
+    if x.size == 0:
+        return x
+    rows = x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1)
+    width = rows.shape[1]
+    if not x.flags.c_contiguous or width > _WIDEST_ZEROS:
+        return np.maximum(x, x.dtype.type(0), out=x)
+    zeros = _ZERO_ROWS.get(x.dtype)
+    if zeros is None or len(zeros) < width:
+        zeros = np.zeros(max(width, 1024), x.dtype)
+        zeros.flags.writeable = False
+        _ZERO_ROWS[x.dtype] = zeros
+    np.maximum(rows, zeros[:width], out=rows)
+    return x
+
+
 class ReLU(Layer):
-    """max(x, 0), computed in place: the input buffer belongs to the layer before."""
+    """max(x, 0), computed in place (``relu_``): the input buffer belongs to the layer before."""
 
     def __init__(self) -> None:
         super().__init__()
         self._output: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        halves(lambda lo, hi: np.maximum(x[lo:hi], 0, out=x[lo:hi]), len(x), 2 * x.size)
+        halves(lambda lo, hi: relu_(x[lo:hi]), len(x), 2 * x.size)
         self._output = x if training else None
         return x
 

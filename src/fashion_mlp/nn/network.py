@@ -25,7 +25,7 @@ import numpy as np
 
 from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
 from .inference import Inference, fold_batch_norms
-from .layers import INITS, Centre, Dropout, Layer, Linear, Parameter, ReLU
+from .layers import INITS, Centre, Dropout, Layer, Linear, Parameter, ReLU, relu_
 from .losses import softmax
 
 Record = dict[str, Any]
@@ -419,7 +419,7 @@ def _answering_steps(layers: Sequence[Layer], dtype: np.dtype) -> list[Step]:
                 steps.append(partial(_add, pending))
             pending = None
         elif isinstance(layer, ReLU):
-            steps.append(_relu)
+            steps.append(relu_)
         else:  # image and flatten (views), centre, a batch norm not folded: as they compute it
             steps.append(partial(layer.forward, training=False))
         if pending is not None and not isinstance(layer, Conv2d):
@@ -434,7 +434,3 @@ def _times(weight: np.ndarray, x: np.ndarray) -> np.ndarray:
 def _add(bias: np.ndarray, x: np.ndarray) -> np.ndarray:
     x += bias
     return x
-
-
-def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, x.dtype.type(0), out=x)
