@@ -266,7 +266,7 @@ class Conv2d(Layer):
         else:  # (pixels, k·k·C): the transposed product is faster (the cnn preset's conv2: 6.9 ms, not 7.3)
             np.copyto(weight_grad, np.matmul(rows.T, self._patches(self._cols)).T)
         if self.bias is not None:
-            np.sum(rows, axis=0, out=self.bias.grad)
+            self._column_sums(rows, self.bias.grad)
         if not self.needs_input_grad:
             return None
         # The input's gradient: the output's gradient convolved with the kernel turned 180 degrees,
@@ -422,13 +422,6 @@ class BatchNorm(Layer):
         self._inv_std: np.ndarray | None = None
         self._images = 0  # the batch size of the last training forward
 
-    def _ones(self, n: int, dtype: np.dtype) -> np.ndarray:
-        """A vector of n ones: a sum over rows as a matrix-vector product, BLAS's fastest reduction."""
-        ones = self._buffers.get("ones")
-        if ones is None or ones.shape != (n,) or ones.dtype != dtype:
-            ones = self._buffers["ones"] = np.ones(n, dtype)
-        return ones
-
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.shape[-1] != self.features:
             raise ValueError(f"{self.name}: expected {self.features} features, got {x.shape[-1]}")
@@ -439,7 +432,7 @@ class BatchNorm(Layer):
             return out.reshape(x.shape).astype(x.dtype, copy=False)
         n, images = len(flat), len(x)
         self._images = images
-        mean = (self._ones(n, x.dtype) @ flat) / n
+        mean = self._column_sums(flat, np.empty(self.features, x.dtype)) / n
         centred = self._buffer("centred", flat.shape, x.dtype)
         # The per-channel passes run over each image's values as one row (see ``_wide``).
         x_wide, centred_wide = flat.reshape(images, -1), centred.reshape(images, -1)
@@ -480,7 +473,7 @@ class BatchNorm(Layer):
         shape = grad.shape
         rows = grad.reshape(-1, self.features)
         centred, inv_std, n = self._centred, self._inv_std, len(rows)
-        np.matmul(self._ones(n, rows.dtype), rows, out=self.beta.grad)  # sum(dy)
+        self._column_sums(rows, self.beta.grad)  # sum(dy)
         np.einsum("ij,ij->j", rows, centred, out=self.gamma.grad)
         self.gamma.grad *= inv_std  # sum(dy · x̂)
         # dx = scale · (dy - sum(dy) / n - centred · inv_std · sum(dy · x̂) / n), scale = gamma · inv_std
