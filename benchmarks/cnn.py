@@ -142,17 +142,23 @@ def profile(conv: tuple[int, ...], hidden: tuple[int, ...], steps: int = 30) -> 
 
 def products_alone(network: Network, x: np.ndarray, rounds: int = 20) -> float:
     """Median milliseconds of the step's matrix products, each done alone: per convolution, its
-    im2col product forward, the weight's gradient and the input's (but the first's); per fully
-    connected layer, the same three (but the first's input gradient)."""
+    im2col product forward, the weight's gradient and the input's (but the first's; for a
+    convolution that pooling follows, the input's gradient by 2x2 blocks, as the step does it); per
+    fully connected layer, the same three (but the first's input gradient)."""
     shapes = []
     h = x
     for layer in network.layers:
         if isinstance(layer, Conv2d):
             n, hh, ww, c = h.shape
-            rows, depth, f = n * hh * ww, 9 * c, layer.out_channels
-            shapes += [(rows, depth, f), (depth, rows, f)]
-            if layer.needs_input_grad:
-                shapes.append((rows, 9 * f, c))
+            k, f = layer.kernel, layer.out_channels
+            rows, depth = n * hh * ww, k * k * c
+            # The weight's gradient as the step has it: the columns' transpose first where they
+            # are stored offsets first, else the gradient's.
+            shapes += [(rows, depth, f), (depth, rows, f) if layer._offsets_first else (f, rows, depth)]
+            if layer.needs_input_grad and layer.quarters:
+                shapes.append((rows // 4, (k + 1) ** 2 * f, 4 * c))
+            elif layer.needs_input_grad:
+                shapes.append((rows, k * k * f, c))
         elif isinstance(layer, Linear):
             rows, depth, f = h.shape[0], h.shape[1], layer.out_features
             shapes += [(rows, depth, f), (depth, rows, f)]

@@ -72,22 +72,23 @@ def test_conv2d_forward_is_the_definition(rng, kernel, bias, channels, quarters)
         np.testing.assert_allclose(unquartered(out) if quarters else out, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", [1, 3, 5])
-def test_im2cols_windows_are_numpys_sliding_windows_for_any_array(rng, kernel):
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [1, 3, 4, 5])
+def test_im2cols_windows_are_numpys_sliding_windows_for_any_array(rng, kernel, stride):
     from numpy.lib.stride_tricks import sliding_window_view
 
     from fashion_mlp.nn.conv import _windows
 
     whole = rng.standard_normal((5, 9, 8, 3))
     for padded in (whole, whole[1:4], whole[:, 1:], whole[::2], whole.astype(np.float32)):
-        expected = sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
-        got = _windows(padded, kernel)
+        expected = sliding_window_view(padded, (kernel, kernel), axis=(1, 2))[:, ::stride, ::stride]
+        got = _windows(padded, kernel, stride)
         assert got.shape == expected.shape and np.shares_memory(got, padded)
         np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("channels, quarters", LAYOUTS)
-@pytest.mark.parametrize("kernel, bias", [(3, True), (5, False)])
+@pytest.mark.parametrize("kernel, bias", [(3, True), (5, False), (1, False)])
 def test_conv2d_gradients_match_finite_differences(rng, kernel, bias, channels, quarters):
     layer = Conv2d(channels, 3, kernel, rng, dtype=np.float64, bias=bias)
     layer.quarters = quarters
