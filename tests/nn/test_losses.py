@@ -89,3 +89,9 @@ def test_example_losses_are_each_rows_training_loss(smoothing):
         assert example_losses(logits, labels, smoothing)[i] == pytest.approx(
             softmax_cross_entropy(logits[i : i + 1], labels[i : i + 1], smoothing)[0], rel=1e-12
         )
+
+
+def test_a_label_out_of_range_raises_rather_than_picking_another_rows_logit():
+    logits = np.zeros((3, 4), dtype=np.float32)
+    with pytest.raises(IndexError):
+        softmax_cross_entropy(logits, np.array([0, 4, 1]))
