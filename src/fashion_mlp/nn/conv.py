@@ -215,9 +215,10 @@ class Conv2d(Layer):
         else:
             padded = np.zeros(shape, x.dtype)
         pixels = (2, 2, n, h // 2, w // 2) if quarters else (n, h, w)
-        cols_shape = (k, k, c, *pixels) if offsets_first else (*pixels, k, k, c)
         if blocks:
             cols_shape = (n, h // 2, w // 2, k + 1, k + 1, c)
+        else:
+            cols_shape = (k, k, c, *pixels) if offsets_first else (*pixels, k, k, c)
         cols = self._buffer(name, cols_shape, x.dtype) if training else np.empty(cols_shape, x.dtype)
         axis = images_axis(quarters, offsets_first)
 

@@ -7,7 +7,7 @@ import numpy as np
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax, stable for any finite logits (the row maximum is subtracted first)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    shifted = logits - _row_max(logits)
     shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return shifted
 
