@@ -39,7 +39,7 @@ def ours(dataset: data.Dataset, preset: str, seed: int) -> dict:
     result = evaluate(state.model, dataset.test.x, dataset.test.y)
     return {
         "test_accuracy": result.accuracy,
-        "val_accuracy": state.best_accuracy if len(dataset.val) else None,
+        "val_accuracy": state.best_val_accuracy if len(dataset.val) else None,
         "seconds": time.perf_counter() - started,
     }
 

@@ -8,7 +8,7 @@ alone: ``python benchmarks/cnn.py``).
 - **Products alone:** the step's matrix products, each done alone as the im2col product it is (NumPy
   float32): the floor our step is compared with.
 - **Inference:** the network answering raw pixels at batch 1, 64 and 10,000 through both doors
-  (the model's own ``predict_proba`` on normalised pixels, and ``NetworkInference``, which
+  (the model's own ``predict_proba`` on normalised pixels, and ``Inference``, which
   ``Checkpoint.inference()`` gives) against ONNX Runtime on its export, in turns as
   ``inference.py`` takes them.
 
@@ -32,11 +32,12 @@ import numpy as np
 
 from fashion_mlp import data
 from fashion_mlp.config import TrainConfig
-from fashion_mlp.nn import Conv2d, Linear, Network, NetworkInference, cnn_records, softmax_cross_entropy
+from fashion_mlp.nn import Conv2d, Inference, Linear, Network, cnn_records, softmax_cross_entropy
 from fashion_mlp.train import build_optimizer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import torch_epoch_seconds
+from turns import MATMUL_N, interleaved_epoch_seconds, matmul_products
 
 BATCH = 128
 
@@ -132,7 +133,7 @@ def profile(conv: tuple[int, ...], hidden: tuple[int, ...], steps: int = 30) -> 
             t = timed(f"backward {i:02d} {type(layer).__name__}", t)
             if grad is None:
                 break
-        optimizer.step()
+        optimizer.step(config.lr)
         t = timed("update", t)
         timed("step", begin)
     result = {name: statistics.median(ms[5:]) for name, ms in phases.items()}
@@ -195,7 +196,7 @@ def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -
             layer.running_mean[...] = rng.normal(0, 0.5, layer.running_mean.shape)
             layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
     runners = {
-        "inference": NetworkInference(network, **data.NORMALISATION).predict_proba,
+        "inference": Inference(network, **data.NORMALISATION).predict_proba,
         "model": network.predict_proba,
         "onnxruntime": onnxruntime_peer(network),
     }
@@ -213,7 +214,6 @@ def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -
 
 
 def measure(dataset: Any, epochs: int = 3, peers: bool = True) -> dict[str, Any]:
-    from run import MATMUL_N, interleaved_epoch_seconds, matmul_products  # as the MLP rows
 
     conv, hidden = (32, 64), (256,)
     runners = {"ours": ours_epochs(dataset, conv, hidden), "matmul": matmul_products()}

@@ -66,13 +66,13 @@ def update_epochs(n: int, sizes: list[int], batch: int, l2: float = 1e-4):
     from fashion_mlp.nn import MLP, SGD
 
     model = MLP(sizes, np.random.default_rng(0))
-    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, l2=l2)
+    optimizer = SGD(model.parameters(), momentum=0.9, l2=l2)
     optimizer.grad[...] = np.random.default_rng(1).standard_normal(optimizer.grad.size, dtype=np.float32)
     steps = math.ceil(n / batch)
     while True:
         start = time.perf_counter()
         for _ in range(steps):
-            optimizer.step()
+            optimizer.step(0.05)
         yield time.perf_counter() - start
 
 
@@ -134,8 +134,7 @@ class Profile:
                         grad = layer.backward(grad)
                         t["bias and ReLU"] += clock() - a
                 a = clock()
-                optimizer.lr = schedule.lr_at(state.step)
-                optimizer.step()
+                optimizer.step(schedule.lr_at(state.step))
                 state.step += 1
                 t["update"] += clock() - a
             total = clock() - epoch_start

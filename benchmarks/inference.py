@@ -29,7 +29,7 @@ import numpy as np
 
 from fashion_mlp import data
 from fashion_mlp.export import to_onnx
-from fashion_mlp.nn import MLP, Inference, folded_layers
+from fashion_mlp.nn import MLP, Inference, Network, fold
 
 NETWORKS = {"784-1024-1024-10": (1024, 1024), "784-128-128-10": (128, 128)}
 BATCHES = (1, 64, 10_000)
@@ -37,7 +37,7 @@ ROUND_S = 0.25  # seconds of calls per peer per round
 SETTLE_S = 0.3  # seconds of quiet before each peer's burst
 
 
-def trained_like_model(hidden: tuple[int, ...]) -> MLP:
+def trained_like_model(hidden: tuple[int, ...]) -> Network:
     """A centred MLP with random weights: speed does not depend on the values, only the shapes."""
     rng = np.random.default_rng(0)
     model = MLP([784, *hidden, 10], rng, input_mean=rng.uniform(-1, 0, 784).astype(np.float32))
@@ -46,12 +46,12 @@ def trained_like_model(hidden: tuple[int, ...]) -> MLP:
     return model
 
 
-def ours(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+def ours(model: Network) -> Callable[[np.ndarray], np.ndarray]:
     """Checkpoint.inference(): the checkpoint's normalisation folded into the first layer."""
     return Inference(model, data.NORMALISATION["offset"], data.NORMALISATION["scale"]).predict_proba
 
 
-def ours_model(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+def ours_model(model: Network) -> Callable[[np.ndarray], np.ndarray]:
     """model.predict_proba, given normalised pixels (see NORMALISED)."""
     return model.predict_proba
 
@@ -59,7 +59,7 @@ def ours_model(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
 NORMALISED = {"model": data.normalise}  # peers that take normalised pixels, and how they are made
 
 
-def onnxruntime_peer(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+def onnxruntime_peer(model: Network) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -70,16 +70,18 @@ def onnxruntime_peer(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(["probabilities"], {"pixels": x})[0]
 
 
-def pytorch_peer(model: MLP) -> Callable[[np.ndarray], np.ndarray]:
+def pytorch_peer(model: Network) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     torch.set_num_threads(2)
     layers: list = []
-    for i, (weight, bias) in enumerate(folded_layers(model, **data.NORMALISATION)):
+    params = fold(model.layers, **data.NORMALISATION).params  # the fully connected layers, folded
+    for i, index in enumerate(sorted(params)):
+        weight, bias = (a.astype(np.float32) for a in params[index])
         linear = torch.nn.Linear(*weight.shape)
         linear.weight.data = torch.from_numpy(np.ascontiguousarray(weight.T))
         linear.bias.data = torch.from_numpy(bias)
-        layers += [linear, torch.nn.ReLU()] if i < len(model.sizes) - 2 else [linear, torch.nn.Softmax(1)]
+        layers += [linear, torch.nn.ReLU()] if i < len(params) - 1 else [linear, torch.nn.Softmax(1)]
     net = torch.nn.Sequential(*layers).eval()
 
     def run(x: np.ndarray) -> np.ndarray:

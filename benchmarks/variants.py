@@ -30,7 +30,7 @@ import numpy as np
 from fashion_mlp import data
 from fashion_mlp import train as train_module
 from fashion_mlp.config import PRESETS
-from fashion_mlp.nn.layers import Dropout, Layer, ReLU
+from fashion_mlp.nn import Dropout, Layer, ReLU
 from fashion_mlp.train import new_state, train
 
 # Every variant starts from --preset validation as it was before it learnt from the hardest third of
@@ -140,7 +140,7 @@ def main() -> None:
         layers = state.model.layers
         state.model.layers = [SharedDropout(x.rate, rng) if isinstance(x, Dropout) else x for x in layers]
     state = train(config, dataset, state=state)
-    print(f"{args.variant}, seed {args.seed}: best validation accuracy {state.best_accuracy:.4f} "
+    print(f"{args.variant}, seed {args.seed}: best validation accuracy {state.best_val_accuracy:.4f} "
           f"at epoch {state.best_epoch}; last epoch's {state.history[-1].val_accuracy:.4f}")  # fmt: skip
 
 

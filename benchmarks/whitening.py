@@ -55,7 +55,7 @@ def main() -> None:
     state = train(config, dataset, state=state)
     for record in state.history:
         print(f"epoch {record.epoch:2d}  train {record.train_accuracy:.4f}  val {record.val_accuracy:.4f}")
-    print(f"best validation accuracy {state.best_accuracy:.4f} at epoch {state.best_epoch}")
+    print(f"best validation accuracy {state.best_val_accuracy:.4f} at epoch {state.best_epoch}")
 
 
 if __name__ == "__main__":

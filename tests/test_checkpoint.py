@@ -27,9 +27,28 @@ def test_round_trip_gives_identical_predictions(saved):
     loaded = checkpoint.load(path)
     x = np.random.default_rng(1).standard_normal((50, 784)).astype(np.float32)
     np.testing.assert_array_equal(loaded.model.logits(x), model.logits(x))
-    assert loaded.meta["note"] == "test" and loaded.meta["architecture"]["sizes"] == [784, 16, 10]
-    assert loaded.meta["architecture"]["centred"] == (model.centre is not None)
+    assert loaded.meta["note"] == "test" and loaded.meta["architecture"]["layers"] == model.records
+    assert loaded.model.describe() == "784-16-10" and (loaded.model.centre is None) == (model.centre is None)
     assert int(loaded.optimizer_state["steps"]) == 3
+
+
+def as_before_records(meta):
+    """The metadata as files recorded a fully connected network before layer records: its sizes."""
+    layers = meta["architecture"]["layers"]
+    sizes = [meta["architecture"]["inputs"], *(r["out"] for r in layers if r["kind"] == "linear")]
+    rates = [r["rate"] for r in layers if r["kind"] == "dropout"]
+    centred = layers[0]["kind"] == "centre"
+    meta["architecture"] = {"sizes": sizes, "dropout": rates[0] if rates else 0.0, "input_dropout": 0.0,
+                            "centred": centred, "activation": "relu"}  # fmt: skip
+
+
+def test_a_file_that_records_sizes_loads_as_the_same_layer_records(saved):
+    path, model = saved
+    rewrite(path, edit_meta(as_before_records))
+    loaded = checkpoint.load(path)
+    assert loaded.model.records == model.records and "sizes" not in loaded.meta["architecture"]
+    x = np.random.default_rng(1).standard_normal((50, 784)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.model.logits(x), model.logits(x))
 
 
 def rewrite(path, change):
@@ -69,7 +88,16 @@ def flip_weight(name, raw):
 
 
 def flip_centred(meta):
-    meta["architecture"]["centred"] = not meta["architecture"]["centred"]
+    layers = meta["architecture"]["layers"]
+    if layers[0]["kind"] == "centre":
+        layers.pop(0)
+    else:
+        layers.insert(0, {"kind": "centre"})
+
+
+def before_records(edit):
+    """A damage to a file in the format from before layer records (``as_before_records``)."""
+    return edit_meta(lambda meta: (as_before_records(meta), edit(meta["architecture"])))
 
 
 CASES = {
@@ -88,8 +116,16 @@ CASES = {
         "holds <f4",
     ),
     "bad architecture": (
-        lambda p: rewrite(p, edit_meta(lambda m: m["architecture"].update(sizes=[784, 10**9, 10]))),
+        lambda p: rewrite(p, edit_meta(lambda m: m["architecture"]["layers"][-3].update(out=10**9))),
+        "'out' must be at most 16,384, got 1,000,000,000",
+    ),
+    "bad sizes": (
+        lambda p: rewrite(p, before_records(lambda a: a.update(sizes=[784, 10**9, 10]))),
         "no valid architecture",
+    ),
+    "sizes and layers": (
+        lambda p: rewrite(p, before_records(lambda a: a.update(sizes=[784, 10]))),
+        "do not match",
     ),
     "newer format": (
         lambda p: rewrite(p, edit_meta(lambda m: m.update(format_version=99))),
@@ -97,7 +133,7 @@ CASES = {
     ),
     "missing array": (lambda p: rewrite(p, lambda n, r: None if "fc1.bias" in n else r), "do not match"),
     "centred not a flag": (
-        lambda p: rewrite(p, edit_meta(lambda m: m["architecture"].update(centred="yes"))),
+        lambda p: rewrite(p, before_records(lambda a: a.update(centred="yes"))),
         "no valid architecture",
     ),
     "centring flipped": (
@@ -174,8 +210,14 @@ def test_metadata_that_does_not_fit_the_model_is_a_checkpoint_error(tmp_path):
     type reached MLP() as a TypeError."""
     path = tmp_path / "model.npz"
     checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), META)
-    rewrite(path, edit_meta(lambda meta: meta["architecture"].update(dropout=[0.5])))
+    rewrite(path, before_records(lambda architecture: architecture.update(dropout=[0.5])))
     with pytest.raises(CheckpointError, match="metadata has no valid architecture"):
+        checkpoint.load(path)
+    checkpoint.save(path, MLP([784, 8, 10], np.random.default_rng(0)), META)
+    rewrite(
+        path, edit_meta(lambda meta: meta["architecture"].update(layers=[{"kind": "dropout", "rate": [0.5]}]))
+    )
+    with pytest.raises(CheckpointError, match="a dropout rate must be a number"):
         checkpoint.load(path)
 
 

@@ -83,7 +83,7 @@ def test_the_graph_checks_and_carries_its_metadata(trained, tmp_path):
     assert json.loads(props["class_names"]) == list(data.CLASS_NAMES)
     norm = json.loads(props["normalisation"])
     assert (norm["offset"], norm["scale"], norm["folded_into"]) == (127.5, 127.5, "fc1")
-    assert norm["centred"] == checkpoint.load(trained).meta["architecture"]["centred"]
+    assert norm["centred"] == (checkpoint.load(trained).model.centre is not None)
     assert props["source_sha256"] == __import__("hashlib").sha256(trained.read_bytes()).hexdigest()
     assert props["package_version"] and "0-255" in props["input"] and "28x28" in props["input"]
     (graph_input,) = model.graph.input

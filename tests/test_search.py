@@ -67,7 +67,7 @@ def test_a_small_grid_completes_and_its_best_retrains_to_the_same_score(tmp_path
     subset = data.Dataset(
         data.Split(searched.train.x[:3000], searched.train.y[:3000]), searched.val, searched.test
     )
-    assert train(config, subset).best_accuracy == pytest.approx(study.best_value, abs=1e-9)
+    assert train(config, subset).best_val_accuracy == pytest.approx(study.best_value, abs=1e-9)
 
 
 def test_the_report_sweep_is_table_1(tmp_path, capsys):

@@ -2,6 +2,10 @@
 
 Loading reads the metadata first, checks every member's size against the recorded architecture
 before reading it, reads arrays with allow_pickle=False, and checks a SHA-256 over all arrays.
+
+A checkpoint records its network as layer records (``Network.records``). Files written before
+networks had records describe a fully connected network by its sizes; ``load`` turns those into
+records (``mlp_records``), the one encoding from then on, and the arrays' names are the same.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import numpy as np
 from . import __version__
 from .errors import InvalidValue
 from .files import atomic_write_bytes
-from .nn import MLP, Inference, Network, NetworkInference, state_shapes
+from .nn import MAX_WIDTH, Inference, Network, mlp_records
 
 FORMAT = "fashion-mlp-checkpoint"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
 MAX_META_BYTES = 1 << 20
-MAX_LAYER_WIDTH = 16_384
 MAX_ARRAY_ITEMS = 1 << 26
 
 
@@ -39,11 +42,11 @@ class CheckpointError(InvalidValue):
 
 @dataclass
 class Checkpoint:
-    model: MLP | Network
+    model: Network
     meta: dict[str, Any]  # format, version, architecture, normalisation, classes, config, metrics, ...
     optimizer_state: dict[str, np.ndarray]
 
-    def inference(self) -> Inference | NetworkInference:
+    def inference(self) -> Inference:
         """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
         predict, serve and the ONNX export all compute."""
         norm = self.meta["normalisation"]  # present and valid: load() refuses a file without it
@@ -72,23 +75,29 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def architecture(model: MLP | Network) -> dict[str, Any]:
-    """What a checkpoint records of the model's layers. A network: its layer records, which rebuild
-    it. An MLP: its sizes and settings, as checkpoints have recorded them from the start."""
-    if not isinstance(model, MLP):
-        return {"layers": model.records, "inputs": model.n_inputs, "classes": model.n_classes}
-    return {
-        "sizes": model.sizes,
-        "dropout": model.dropout,
-        "input_dropout": model.input_dropout,
-        "centred": model.centre is not None,
-        "activation": "relu",
-    }
+def architecture(model: Network) -> dict[str, Any]:
+    """What a checkpoint records of the model: its layer records, which rebuild it."""
+    return {"layers": model.records, "inputs": model.n_inputs, "classes": model.n_classes}
+
+
+def _from_sizes(architecture: dict[str, Any]) -> dict[str, Any] | None:
+    """The layer records of a fully connected network that a file from before records described by
+    its sizes and settings; None if they are not valid."""
+    sizes = architecture.get("sizes")
+    valid = isinstance(sizes, list) and len(sizes) >= 2
+    valid = valid and all(type(s) is int and 0 < s <= MAX_WIDTH for s in sizes)
+    centred = architecture.get("centred", False)  # files from before centring lack the key
+    rates = [architecture.get("dropout", 0.0), architecture.get("input_dropout", 0.0)]
+    valid = valid and isinstance(centred, bool) and all(type(r) in (int, float) for r in rates)
+    if not valid:
+        return None
+    layers = mlp_records(sizes, float(rates[0]), float(rates[1]), centred)
+    return {"layers": layers, "inputs": sizes[0], "classes": sizes[-1]}
 
 
 def save(
     path: str | Path,
-    model: MLP | Network,
+    model: Network,
     meta: dict[str, Any],
     optimizer_state: dict[str, np.ndarray] | None = None,
 ) -> None:
@@ -123,11 +132,7 @@ def load(path: str | Path) -> Checkpoint:
         with zipfile.ZipFile(path) as archive:
             meta = _read_meta(archive, path)
             network = _network(meta, path)
-            if network is not None:
-                shapes = network.state_shapes()
-            else:
-                shapes = state_shapes(meta["architecture"]["sizes"], _centred(meta))
-            arrays = _read_arrays(archive, meta, path, shapes)
+            arrays = _read_arrays(archive, meta, path, network.state_shapes())
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, KeyError, zlib.error,
@@ -137,24 +142,9 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: damaged or not a checkpoint ({err})") from None
     if _digest(arrays) != meta.get("sha256"):
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
-    architecture = meta["architecture"]
-    if network is not None:
-        network.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
-        optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
-        return Checkpoint(network, meta, optim)
-    sizes = architecture["sizes"]
-    try:
-        model = MLP(
-            sizes,
-            dropout=float(architecture.get("dropout", 0.0)),
-            input_dropout=float(architecture.get("input_dropout", 0.0)),
-            input_mean=np.zeros(sizes[0], np.float32) if _centred(meta) else None,  # loaded below
-        )
-    except (TypeError, ValueError) as err:  # the metadata is not covered by the arrays' checksum
-        raise CheckpointError(f"{path}: metadata has no valid architecture ({err})") from None
-    model.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
+    network.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
     optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(model, meta, optim)
+    return Checkpoint(network, meta, optim)
 
 
 def _read_npy(archive: zipfile.ZipFile, member: str, dtype: str, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -206,14 +196,10 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     architecture = meta.get("architecture")
     if not isinstance(architecture, dict):
         raise CheckpointError(f"{path}: metadata has no valid architecture")
-    if "layers" in architecture:  # a network of layer records: checked as it is built (_network)
-        inputs = architecture.get("inputs")
-        valid = isinstance(architecture["layers"], list) and type(inputs) is int and 0 < inputs <= 1 << 20
-    else:
-        sizes = architecture.get("sizes")
-        valid = isinstance(sizes, list) and len(sizes) >= 2
-        valid = valid and all(type(s) is int and 0 < s <= MAX_LAYER_WIDTH for s in sizes)
-        valid = valid and isinstance(architecture.get("centred", False), bool)
+    if "layers" not in architecture:  # a file from before layer records: its sizes, made records
+        architecture = meta["architecture"] = _from_sizes(architecture) or {}
+    inputs = architecture.get("inputs")  # the records are checked as they are built (_network)
+    valid = isinstance(architecture.get("layers"), list) and type(inputs) is int and 0 < inputs <= 1 << 20
     if not valid or not isinstance(meta.get("arrays"), dict):
         raise CheckpointError(f"{path}: metadata has no valid architecture")
     fault = normalisation_fault(meta)
@@ -222,17 +208,10 @@ def _read_meta(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     return meta
 
 
-def _centred(meta: dict[str, Any]) -> bool:
-    """Whether the model subtracts an input mean (checkpoints from before centring lack the key)."""
-    return bool(meta["architecture"].get("centred", False))
-
-
-def _network(meta: dict[str, Any], path: Path) -> Network | None:
+def _network(meta: dict[str, Any], path: Path) -> Network:
     """The network a checkpoint's layer records describe, built before its arrays are read (so that
-    their shapes can be checked against it), within a parameter budget; None for an MLP."""
+    their shapes can be checked against it), within a parameter budget."""
     architecture = meta["architecture"]
-    if "layers" not in architecture:
-        return None
     try:
         network = Network(architecture["layers"], architecture["inputs"], budget=MAX_ARRAY_ITEMS)
     except (TypeError, ValueError, KeyError) as err:  # the metadata is not covered by the arrays' checksum

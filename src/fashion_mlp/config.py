@@ -11,7 +11,7 @@ from typing import Any
 
 from .data import N_TRAIN
 from .errors import InvalidValue, MissingFile
-from .nn import INITS, SCHEDULES
+from .nn import INITS, MAX_WIDTH, SCHEDULES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -19,7 +19,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 OPTIMIZERS = ("sgd", "adam")
-MAX_WIDTH = 16_384  # widest hidden layer: the widest a checkpoint may record
 MAX_CHANNELS, MAX_CONVS = 1024, 2  # a convolution's widest output; convolutions (each pools 2x2)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidValue
-from .nn import MLP, cross_entropy
+from .nn import Network, cross_entropy
 
 N_CLASSES = 10
 
@@ -40,11 +40,11 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int =
     return counts
 
 
-def evaluate(model: MLP, x: np.ndarray, y: np.ndarray) -> Evaluation:
+def evaluate(model: Network, x: np.ndarray, y: np.ndarray) -> Evaluation:
     """Mean cross-entropy and accuracy of ``model`` on images ``x`` (N, 784) and labels ``y``."""
     if len(y) == 0:
         raise InvalidValue("cannot evaluate on an empty split")
     logits = model.logits(x)
     predicted = logits.argmax(axis=1)
-    confusion = confusion_matrix(y, predicted, model.sizes[-1])
+    confusion = confusion_matrix(y, predicted, model.n_classes)
     return Evaluation(cross_entropy(logits, y), float((predicted == y).mean()), confusion)

@@ -11,7 +11,7 @@ from .config import TrainConfig
 from .data import CLASS_NAMES, Split, pixels
 from .errors import MissingFile
 from .evaluation import per_class_scores
-from .nn import MLP, Conv2d, Network, ReLU
+from .nn import Network
 from .train import build_model, build_schedule, steps_per_epoch
 
 FIGURES = {
@@ -59,10 +59,10 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     lr = np.array([schedule.lr_at(t) for t in range(per_epoch * len(metrics["epoch"]))])
     plots.training_curves(metrics, lr, paths["curves"])
 
-    if isinstance(model, MLP):
-        _first_layer(model, config, paths)
-    else:
+    if model.of_kind("conv"):
         _first_convolution(model, config, test, paths)
+    else:
+        _first_layer(model, config, paths)
     confusion = np.array(summary["test_confusion"])
     plots.confusion_matrix(confusion, CLASS_NAMES, paths["confusion"])
     plots.per_class_accuracy(per_class_scores(confusion)[1], CLASS_NAMES, paths["per_class"])
@@ -87,30 +87,30 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
 def _first_convolution(model: Network, config: TrainConfig, test: Split, paths: dict[str, Path]) -> None:
     """The first convolution's filters, what training changed in them, and the first block's
     feature maps of test image 0."""
-    conv = next(layer for layer in model.layers if isinstance(layer, Conv2d))
+    conv = model.of_kind("conv")[0]
     plots.conv_filters(conv.weight.value, paths["filters"])
     blank = config.replace(centre_inputs=False)  # the seed decides the weights, not the input mean
     initial = build_model(blank, np.random.default_rng(config.seed))
-    first = next(layer for layer in initial.layers if isinstance(layer, Conv2d))
+    first = initial.of_kind("conv")[0]
     what = "First convolution: learned change (final minus initial filters)"
     plots.conv_filters(conv.weight.value - first.weight.value, paths["learned_filters"], what=what)
     x = test.x[:1]
     for layer in model.layers:  # through the first block: convolution, pooling, batch norm, ReLU
         x = layer.forward(x, training=False)
-        if isinstance(layer, ReLU):
+        if layer.kind == "relu":
             break
     title = "after the first convolution, 2x2 max pooling, batch norm and ReLU"
     plots.feature_maps(pixels(test.x[0]).reshape(28, 28), x[0], title, paths["feature_maps"])
 
 
-def _first_layer(model: MLP, config: TrainConfig, paths: dict[str, Path]) -> None:
-    first = model.linears[0]
+def _first_layer(model: Network, config: TrainConfig, paths: dict[str, Path]) -> None:
+    first = model.of_kind("linear")[0]
     plots.first_layer_weights(first.weight.value, paths["weights"])
     # Training starts from random weights that it never fully erases; the seed recreates them, so
     # the difference shows what training learned on its own.
     # (Weights only: the input mean, which the seed does not decide, is left out.)
     blank = config.replace(centre_inputs=False)
-    initial = build_model(blank, np.random.default_rng(config.seed)).linears[0].weight.value
+    initial = build_model(blank, np.random.default_rng(config.seed)).of_kind("linear")[0].weight.value
     what = "First hidden layer: learned change (final minus initial weights)"
     plots.first_layer_weights(first.weight.value - initial, paths["learned"], what=what)
     plots.bias_histogram(first.bias.value, paths["biases"])

@@ -42,14 +42,11 @@ def machine() -> dict[str, Any]:
 
 
 def checkpoint_meta(state: TrainState, data: Dataset) -> dict[str, Any]:
-    record = state.record()
-    best_accuracy = record.pop("best_accuracy")
     return {
         "normalisation": NORMALISATION,
         "class_names": list(data.class_names),
-        **record,
+        **state.record(),
         "split": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "best_val_accuracy": best_accuracy if len(data.val) else None,
     }
 
 
@@ -205,8 +202,6 @@ def _load_state(run_dir: Path) -> TrainState:
     last = checkpoint.load(run_dir / "last.npz")
     meta = last.meta
     best = checkpoint.load(run_dir / "best.npz")
-    best_accuracy = meta["best_val_accuracy"]
-    record = {**meta, "best_accuracy": -1.0 if best_accuracy is None else best_accuracy}
     return TrainState.restore(
-        record, last.model, last.optimizer_state, best.model.state_dict(), str(run_dir / "last.npz")
+        meta, last.model, last.optimizer_state, best.model.state_dict(), str(run_dir / "last.npz")
     )

@@ -22,7 +22,6 @@ from .nn import (
     MLP,
     SGD,
     Adam,
-    Dropout,
     Network,
     Optimizer,
     Schedule,
@@ -54,12 +53,12 @@ class TrainState:
     """Everything needed to continue a run: weights, optimiser, generator, counters, best so far."""
 
     config: TrainConfig
-    model: MLP | Network
+    model: Network
     optimizer: Optimizer
     rng: np.random.Generator
     epoch: int = 0  # epochs completed
     step: int = 0  # mini-batch steps completed
-    best_accuracy: float = -1.0  # stays -1 without a validation set, where the last epoch is kept
+    best_val_accuracy: float | None = None  # stays None without a validation set: the last epoch is kept
     best_epoch: int = 0
     best_state: dict[str, np.ndarray] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
@@ -73,7 +72,7 @@ class TrainState:
             "epoch": self.epoch,
             "step": self.step,
             "best_epoch": self.best_epoch,
-            "best_accuracy": self.best_accuracy,
+            "best_val_accuracy": self.best_val_accuracy,
             "history": [dataclasses.asdict(r) for r in self.history],
             "rng_state": self.rng.bit_generator.state,
         }
@@ -82,7 +81,7 @@ class TrainState:
     def restore(
         cls,
         record: dict[str, Any],
-        model: MLP | Network,
+        model: Network,
         optimizer_state: dict[str, np.ndarray],
         best_state: dict[str, np.ndarray] | None = None,
         source: str = "training state",
@@ -93,9 +92,7 @@ class TrainState:
         config = TrainConfig.from_record(record["config"], source)
         rng = np.random.default_rng()
         rng.bit_generator.state = record["rng_state"]
-        for layer in model.layers:
-            if isinstance(layer, Dropout):
-                layer.rng = rng  # dropout masks continue from the saved generator
+        model.draw_from(rng)  # dropout masks continue from the saved generator
         optimizer = build_optimizer(config, model)
         optimizer.load_state_dict(optimizer_state)
         return cls(
@@ -105,7 +102,7 @@ class TrainState:
             rng=rng,
             epoch=record["epoch"],
             step=record["step"],
-            best_accuracy=record["best_accuracy"],
+            best_val_accuracy=record["best_val_accuracy"],
             best_epoch=record["best_epoch"],
             best_state=model.state_dict() if best_state is None else best_state,
             history=[EpochRecord(**r) for r in record["history"]],
@@ -146,7 +143,7 @@ def build_model(
     mean: np.ndarray | None = None,
     n_inputs: int = N_INPUTS,
     n_classes: int = N_CLASSES,
-) -> MLP | Network:
+) -> Network:
     """The config's network for n_inputs features and n_classes classes (Fashion-MNIST's unless told);
     ``mean`` is the input mean it subtracts when config.centre_inputs."""
     if config.centre_inputs and mean is None:
@@ -173,10 +170,10 @@ def build_model(
     )
 
 
-def build_optimizer(config: TrainConfig, model: MLP) -> Optimizer:
+def build_optimizer(config: TrainConfig, model: Network) -> Optimizer:
     if config.optimizer == "adam":
-        return Adam(model.parameters(), config.lr, config.beta1, config.beta2, config.eps, config.l2)
-    return SGD(model.parameters(), config.lr, config.momentum, config.l2, config.nesterov)
+        return Adam(model.parameters(), config.beta1, config.beta2, config.eps, config.l2)
+    return SGD(model.parameters(), config.momentum, config.l2, config.nesterov)
 
 
 def build_schedule(config: TrainConfig, steps_per_epoch: int) -> Schedule:
@@ -232,11 +229,12 @@ def train(
         with np.errstate(over="ignore", invalid="ignore"):
             record = train_epoch(state, data, schedule, callbacks)
         validated = record.val_accuracy is not None
-        improved = not validated or record.val_accuracy > state.best_accuracy
+        best = state.best_val_accuracy
+        improved = not validated or best is None or record.val_accuracy > best
         if improved:
             state.best_epoch, state.best_state = record.epoch, state.model.state_dict()
             if validated:
-                state.best_accuracy = record.val_accuracy
+                state.best_val_accuracy = record.val_accuracy
         for callback in callbacks:
             callback.on_epoch_end(state, record, improved)
         if config.patience and state.epoch - state.best_epoch >= config.patience:
@@ -263,6 +261,7 @@ def train_epoch(
     scored_apart = config.label_smoothing > 0 or config.hardest_of > 1
     order = state.rng.permutation(n) if shuffle else np.arange(n)
     loss_sum, correct = 0.0, 0
+    lr = schedule.lr_at(state.step)  # each step's rate is the schedule's
     started = time.perf_counter()
     for start in range(0, n, scored):
         idx = order[start : start + scored]
@@ -271,7 +270,7 @@ def train_epoch(
         xb, yb = x_train.take(idx, axis=0), y_train[idx]
         if config.augment:
             augment_batch(xb, state.rng, config.max_shift)
-        optimizer.lr = schedule.lr_at(state.step)
+        lr = schedule.lr_at(state.step)
         logits = model.forward(xb)
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
         if scored_apart:
@@ -286,7 +285,7 @@ def train_epoch(
         if not scored_apart:
             loss_sum += loss * len(idx)
         model.backward(dlogits)
-        optimizer.step()
+        optimizer.step(lr)
         state.step += 1
         for callback in callbacks:
             callback.on_step(state, loss)
@@ -299,7 +298,7 @@ def train_epoch(
         train_accuracy=correct / n,
         val_loss=val.loss if val else None,
         val_accuracy=val.accuracy if val else None,
-        lr=optimizer.lr,
+        lr=lr,
         seconds=seconds,
         samples_per_second=n / seconds,
     )

@@ -4,7 +4,7 @@ against direct definitions written with loops, and keep_rows against a batch of 
 import numpy as np
 import pytest
 
-from fashion_mlp.nn.conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
+from fashion_mlp.nn import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
 
 from .test_layers import numeric_grad, weighted_sum
 

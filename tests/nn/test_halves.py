@@ -108,9 +108,9 @@ def test_the_package_cuts_openblass_spin_only_when_imported_before_numpy(first, 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda ps: SGD(ps, lr=0.1, momentum=0.9, l2=0.01, nesterov=True),
-        lambda ps: SGD(ps, lr=0.1, l2=0.01),
-        lambda ps: Adam(ps, lr=0.01, l2=0.01),
+        lambda ps: SGD(ps, momentum=0.9, l2=0.01, nesterov=True),
+        lambda ps: SGD(ps, l2=0.01),
+        lambda ps: Adam(ps, l2=0.01),
     ],
     ids=["sgd-nesterov", "sgd", "adam"],
 )
@@ -129,7 +129,7 @@ def test_an_optimisers_update_in_halves_is_the_update_whole(monkeypatch, make, w
         for _ in range(3):
             for p in params:
                 p.grad[...] = rng.standard_normal(p.grad.shape)
-            optimizer.step()
+            optimizer.step(0.05)
         return optimizer.value.copy()
 
     np.testing.assert_array_equal(three_steps(True), three_steps(False))
@@ -139,12 +139,12 @@ def test_a_cnn_answers_several_threads_at_once_as_it_answers_one(monkeypatch):
     """As a threaded server calls it: every thread's answers split in halves over the one helper."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fashion_mlp.nn import NetworkInference
+    from fashion_mlp.nn import Inference
 
     monkeypatch.setattr(halves, "ENABLED", True)
     monkeypatch.setattr(halves, "SMALLEST", 1)
     network = Network(cnn_records((8, 8, 1), (3, 4), (6,), 10), 64, np.random.default_rng(1))
-    answer = NetworkInference(network, offset=127.5, scale=127.5).predict_proba
+    answer = Inference(network, offset=127.5, scale=127.5).predict_proba
     batches = [np.random.default_rng(i).uniform(0, 255, (20 + i, 64)).astype(np.float32) for i in range(8)]
     expected = [answer(x) for x in batches]
     with ThreadPoolExecutor(4) as pool:

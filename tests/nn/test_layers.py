@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from fashion_mlp.nn import MLP, Centre, Dropout, Linear, ReLU, softmax_cross_entropy, state_shapes
-from fashion_mlp.nn.layers import relu_
+from fashion_mlp.nn import MLP, Centre, Dropout, Linear, ReLU, relu_, softmax_cross_entropy
 
 
 def numeric_grad(f, array, eps=1e-6):
@@ -138,7 +137,9 @@ def test_keep_rows_gives_the_gradient_of_the_loss_over_those_rows_alone(rng, cen
     # and every row of the batch would have given a different gradient
     _, dlogits = softmax_cross_entropy(_forward(model, x), y)
     model.backward(dlogits)
-    assert not np.allclose(model.linears[0].weight.grad, numeric_grad(loss, model.linears[0].weight.value))
+    assert not np.allclose(
+        model.of_kind("linear")[0].weight.grad, numeric_grad(loss, model.of_kind("linear")[0].weight.value)
+    )
 
 
 def _forward(model, x):
@@ -155,7 +156,7 @@ def test_model_parameters_state_dict_and_shapes(rng):
     assert names == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]
     assert all(p.value.dtype == np.float32 for p in model.parameters())
     # He initialisation: std sqrt(2 / fan_in)
-    assert model.linears[0].weight.value.std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+    assert model.of_kind("linear")[0].weight.value.std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)
     other = MLP([784, 128, 128, 10], np.random.default_rng(99))
     other.load_state_dict(model.state_dict())
     x = rng.standard_normal((5, 784)).astype(np.float32)
@@ -181,8 +182,14 @@ def test_a_centred_model_keeps_its_mean_in_its_state(rng):
     mean = rng.standard_normal(20)
     model = MLP([20, 8, 3], rng, input_mean=mean)
     state = model.state_dict()
-    assert set(state) == set(state_shapes([20, 8, 3], centred=True))
-    assert {k: v.shape for k, v in state.items()} == state_shapes([20, 8, 3], centred=True)
+    shapes = {
+        "centre.mean": (20,),
+        "fc1.weight": (20, 8),
+        "fc1.bias": (8,),
+        "fc2.weight": (8, 3),
+        "fc2.bias": (3,),
+    }
+    assert {k: v.shape for k, v in state.items()} == shapes == model.state_shapes()
     np.testing.assert_allclose(state["centre.mean"], mean, rtol=1e-6)
     assert "centre.mean" not in [p.name for p in model.parameters()]  # the optimiser never moves it
     x = rng.standard_normal((5, 20)).astype(np.float32)
@@ -201,7 +208,7 @@ def test_a_centred_model_keeps_its_mean_in_its_state(rng):
 
 def test_small_init_matches_the_report(rng):
     model = MLP([784, 128, 10], rng, init="small")
-    assert model.linears[0].weight.value.std() == pytest.approx(0.01, rel=0.02)
+    assert model.of_kind("linear")[0].weight.value.std() == pytest.approx(0.01, rel=0.02)
     with pytest.raises(ValueError, match="unknown initialisation"):
         MLP([784, 10], rng, init="xavier")
 
@@ -249,10 +256,10 @@ def test_predict_proba_is_the_fast_path_and_follows_every_change_of_weights(rng)
     np.testing.assert_allclose(model.predict_proba(x), through_layers(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(model.predict_proba(x[:1]), through_layers()[:1], rtol=1e-5, atol=1e-7)
     before = model.predict_proba(x)
-    optimizer = SGD(model.parameters(), lr=0.5, momentum=0.9)
+    optimizer = SGD(model.parameters(), momentum=0.9)
     _, dlogits = softmax_cross_entropy(model.forward(x), np.zeros(40, dtype=np.int64))
     model.backward(dlogits)
-    optimizer.step()
+    optimizer.step(0.5)
     after = model.predict_proba(x)
     assert np.abs(after - before).max() > 1e-3  # the step moved the answers ...
     np.testing.assert_allclose(after, through_layers(), rtol=1e-5, atol=1e-7)  # ... and the fast path saw it

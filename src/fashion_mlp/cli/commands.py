@@ -228,9 +228,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: its model was trained with no validation set (val_size 0); "
             "evaluate it on --split test or train"
         )
-    if loaded.model.sizes[0] != split.x.shape[1]:
+    if loaded.model.n_inputs != split.x.shape[1]:
         raise UsageError(
-            f"{args.checkpoint}: a model of {loaded.model.sizes[0]} inputs; Fashion-MNIST has "
+            f"{args.checkpoint}: a model of {loaded.model.n_inputs} inputs; Fashion-MNIST has "
             f"{split.x.shape[1]} pixels"
         )
     x, norm = split.x, loaded.meta["normalisation"]
@@ -281,7 +281,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     centred = preset.centre_inputs if args.centre_inputs is None else args.centre_inputs
     rng = np.random.default_rng(args.seed)
     mean = rng.uniform(-1, 0, 784) if centred else None
-    model: MLP | Network
+    model: Network
     if conv:
         records = cnn_records((28, 28, 1), conv, hidden, 10, dropout, centred=centred)
         model = Network(records, 784, rng, dtype=np.float64, input_mean=mean)

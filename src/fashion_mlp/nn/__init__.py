@@ -1,19 +1,26 @@
 """The from-scratch network: pure NumPy, no files, no printing."""
 
-from .conv import BatchNorm, Conv2d, Flatten, Image, MaxPool2d
+from .activations import Dropout, ReLU, relu_
+from .answering import Inference, fold
+from .conv import Conv2d, col2im, im2col
+from .dense import INITS, Linear
 from .gradcheck import TOLERANCE, GradientCheck, check_gradients
-from .inference import Affine, Inference, fold_batch_norms, folded_layers
-from .layers import Centre, Dropout, Layer, Linear, Parameter, ReLU
+from .layer import MAX_WIDTH, Builder, Layer, Parameter, Record
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
-from .model import CENTRE_MEAN, INITS, MLP, mlp_records, state_shapes
-from .network import BUILDERS, Network, NetworkInference, cnn_records
+from .network import KINDS, MAX_RECORDS, MLP, Network, cnn_records, mlp_records
+from .norm import CENTRE_MEAN, BatchNorm, Centre
 from .optim import SGD, Adam, Optimizer
+from .plan import Affine, Folding, Plan
+from .pooling import MaxPool2d
+from .reshape import Flatten, Image
 from .schedules import SCHEDULES, Schedule
 
 __all__ = [
-    "BUILDERS",
     "CENTRE_MEAN",
     "INITS",
+    "KINDS",
+    "MAX_RECORDS",
+    "MAX_WIDTH",
     "MLP",
     "SCHEDULES",
     "SGD",
@@ -21,10 +28,12 @@ __all__ = [
     "Adam",
     "Affine",
     "BatchNorm",
+    "Builder",
     "Centre",
     "Conv2d",
     "Dropout",
     "Flatten",
+    "Folding",
     "GradientCheck",
     "Image",
     "Inference",
@@ -32,20 +41,22 @@ __all__ = [
     "Linear",
     "MaxPool2d",
     "Network",
-    "NetworkInference",
     "Optimizer",
     "Parameter",
+    "Plan",
     "ReLU",
+    "Record",
     "Schedule",
     "check_gradients",
     "cnn_records",
+    "col2im",
     "cross_entropy",
     "example_losses",
-    "fold_batch_norms",
-    "folded_layers",
+    "fold",
+    "im2col",
     "log_softmax",
     "mlp_records",
+    "relu_",
     "softmax",
     "softmax_cross_entropy",
-    "state_shapes",
 ]

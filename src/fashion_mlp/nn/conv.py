@@ -1,4 +1,4 @@
-"""Layers for images: convolution, max pooling, batch normalisation, and the reshapes around them.
+"""Convolution: im2col and col2im, and the Conv2d layer built on them.
 
 **Layout: NHWC, channels last.** A batch of images is (N, H, W, C). With channels last, im2col's
 columns are a (N·H·W, k·k·C) matrix whose rows are the patches, and one product with the
@@ -35,50 +35,21 @@ order, which the weight's gradient, a sum over rows, does not mind; only the inp
 the four quarters back in place, as it pads them. Measured on the cnn preset's first pooling
 (128 images of 28×28×32): 2.6 ms forward and 3.0 backward, against 8.4 and 7.2 in place.
 
-Each layer follows layers.py's contract: ``forward`` caches what ``backward`` needs, ``backward``
+Each layer follows layer.py's contract: ``forward`` caches what ``backward`` needs, ``backward``
 returns dLoss/dInput and fills its parameters' gradients, ``keep_rows`` narrows the cache to some
 images of the batch. In training, outputs live in arrays the layer reuses from step to step.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .halves import batch_rows, halves
-from .layers import Layer, Parameter
-
-
-class Image(Layer):
-    """(N, H·W·C) rows, as the data comes, to (N, H, W, C) images: a view, no copy."""
-
-    def __init__(self, height: int, width: int, channels: int = 1) -> None:
-        super().__init__()
-        self.shape = (int(height), int(width), int(channels))
-
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.ndim == 4:
-            return x
-        return x.reshape(len(x), *self.shape)
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad.reshape(len(grad), -1)
-
-
-class Flatten(Layer):
-    """(N, H, W, C) feature maps to (N, H·W·C) rows, channels fastest (NHWC order): a view."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._shape: tuple[int, ...] | None = None
-
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        self._shape = x.shape[1:]
-        return x.reshape(len(x), -1)
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._shape is not None, "backward() called before forward()"
-        return grad.reshape(len(grad), *self._shape)
+from .layer import Builder, Layer, Parameter, Record, flag, positive
+from .plan import Folding, Plan, add_bias
 
 
 def im2col(
@@ -153,7 +124,12 @@ class Conv2d(Layer):
     and the product reads them as the transpose of that: each of the k·k rows is one shifted copy
     of the images, which NumPy copies faster than k·k-value patches one pixel at a time (for the
     cnn preset's first convolution, 384 images: 8.4 ms against 13.3, the product included).
+
+    Record: ``{"kind": "conv", "out": F, "kernel": k, "bias": true}``.
     """
+
+    kind: ClassVar[str] = "conv"
+    answer_rows: ClassVar[int] = 128  # its columns are k·k times its input (Network.chunk)
 
     def __init__(
         self,
@@ -185,6 +161,29 @@ class Conv2d(Layer):
         self.quarters = False
         self._offsets_first = self.in_channels == 1  # the columns' layout (see above)
         self._cols: np.ndarray | None = None  # the last forward's patches, in im2col's layout
+
+    @classmethod
+    def build(cls, record: Record, builder: Builder) -> Conv2d:
+        if len(builder.shape) != 3:
+            raise ValueError("a convolution needs images: put an 'image' record first")
+        out, kernel, bias = positive(record, "out"), positive(record, "kernel"), flag(record, "bias", True)
+        channels = builder.shape[2]
+        builder.spend(kernel * kernel * channels * out + out)
+        name, needs = builder.name("conv"), builder.weighted()
+        layer = cls(channels, out, kernel, builder.rng, name, builder.dtype, bias, needs)
+        builder.shape = (*builder.shape[:2], out)
+        return layer
+
+    def to_record(self) -> Record:
+        return {
+            "kind": self.kind,
+            "out": self.out_channels,
+            "kernel": self.kernel,
+            "bias": self.bias is not None,
+        }
+
+    def describe(self) -> str:
+        return f"conv{self.kernel}x{self.kernel}({self.out_channels})"
 
     def _columns(
         self,
@@ -248,7 +247,7 @@ class Conv2d(Layer):
 
     def convolve(self, x: np.ndarray, matrix: np.ndarray, training: bool = False) -> np.ndarray:
         """im2col of x and one product with ``matrix``, (k·k·C, F) like the weight's: the forward
-        without the bias, shaped as the layer's output. ``NetworkInference`` calls it with batch norm
+        without the bias, shaped as the layer's output. ``Inference`` calls it with batch norm
         folded into the matrix; at inference every array is a fresh one."""
         n, h, w, c = x.shape
         if c != self.in_channels:
@@ -339,223 +338,16 @@ class Conv2d(Layer):
     def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
+    def fold(self, i: int, folding: Folding) -> None:
+        folding.weighted(i, self.weight.value, None if self.bias is None else self.bias.value, False)
 
-class MaxPool2d(Layer):
-    """2×2 max pooling, stride 2: (N, H, W, C) to (N, H/2, W/2, C), H and W even; or from the
-    quarters (4, N, H/2, W/2, C) a convolution writes for it (the module's docstring).
-
-    The gradient goes to the maximum of each window, and only to it: where several values tie, to
-    the first in reading order, so that the input's gradient sums to the output's. The window's
-    maximum is taken in two steps, each a maximum of two: across each pair of columns, then across
-    each pair of rows. Each step remembers which side won (the first on a tie), and the backward
-    sends the gradient the same way back: two boolean arrays, no index arithmetic. The backward
-    returns the gradient in the layout the forward was given.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # The left column won its pair: (N, H, W/2, C), or (2, N, H/2, W/2, C) from quarters.
-        self._left: np.ndarray | None = None
-        self._top: np.ndarray | None = None  # (N, H/2, W/2, C): the top row won its pair
-        self._quarters = False  # whether the last forward was given quarters
-
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.ndim == 5:  # quarters (dy, dx): one view (dy, N, H/2, W/2, C) per column of the window
-            quarters = x.reshape(2, 2, *x.shape[1:])
-            left, right = quarters[:, 0], quarters[:, 1]
-            n, h2, w2, c = x.shape[1:]
-            rows_shape, axis = (2, n, h2, w2, c), 1  # axis: the images' axis of left, right, across
-        else:
-            n, h, w, c = x.shape
-            if h % 2 or w % 2:
-                raise ValueError(f"2x2 pooling needs an even height and width, got {h}x{w}")
-            pairs = x.reshape(n, h, w // 2, 2, c)
-            left, right = pairs[:, :, :, 0, :], pairs[:, :, :, 1, :]
-            h2, w2 = h // 2, w // 2
-            rows_shape, axis = (n, h, w2, c), 0
-        shape = (n, h2, w2, c)
-        across = self._buffer("across", rows_shape, x.dtype) if training else np.empty(rows_shape, x.dtype)
-        out = self._buffer("out", shape, x.dtype) if training else np.empty(shape, x.dtype)
-        if training:
-            self._quarters = x.ndim == 5
-            left_won = self._buffer("left", rows_shape, np.dtype(bool))
-            top_won = self._buffer("top", shape, np.dtype(bool))
-
-        def part(lo: int, hi: int) -> None:
-            a, b, ac = (batch_rows(v, axis, lo, hi) for v in (left, right, across))
-            np.maximum(a, b, out=ac)
-            # Each pair of rows: the top and bottom of every window, as two views of ``across``.
-            top, bottom = (
-                (ac[0], ac[1]) if axis == 1 else (ac.reshape(hi - lo, h2, 2, w2, c)[:, :, i] for i in (0, 1))
-            )
-            np.maximum(top, bottom, out=out[lo:hi])
-            if training:
-                np.greater_equal(a, b, out=batch_rows(left_won, axis, lo, hi))
-                np.greater_equal(top, bottom, out=top_won[lo:hi])
-
-        halves(part, n, 2 * x.size)
-        self._left, self._top = (left_won, top_won) if training else (None, None)
-        return out
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._left is not None and self._top is not None, "backward() before a training forward()"
-        n, h2, w2, c = self._top.shape
-        quarters = self._quarters
-        # The rows' gradient, then the input's, laid out as the forward's input was.
-        rows = self._buffer("grad_rows", (2, n, h2, w2, c) if quarters else (n, h2, 2, w2, c), grad.dtype)
-        grad_in = self._buffer(
-            "grad_in", (2, 2, n, h2, w2, c) if quarters else (n, 2 * h2, w2, 2, c), grad.dtype
-        )
-
-        def part(lo: int, hi: int) -> None:
-            g = grad[lo:hi]
-            # Back across the rows: the top row of each window takes grad where it won, the bottom the rest.
-            r = batch_rows(rows, 1 if quarters else 0, lo, hi)
-            top, bottom = (r[0], r[1]) if quarters else (r[:, :, 0], r[:, :, 1])
-            np.multiply(g, self._top[lo:hi], out=top)
-            np.subtract(g, top, out=bottom)
-            # Then across the columns, the same way.
-            if quarters:
-                gi = grad_in[:, :, lo:hi]
-                left, right = gi[:, 0], gi[:, 1]
-                won = self._left[:, lo:hi]
-            else:
-                r = r.reshape(hi - lo, 2 * h2, w2, c)
-                gi = grad_in[lo:hi]
-                left, right = gi[:, :, :, 0], gi[:, :, :, 1]
-                won = self._left[lo:hi]
-            np.multiply(r, won, out=left)
-            np.subtract(r, left, out=right)
-
-        halves(part, n, 6 * grad.size)
-        if quarters:
-            return grad_in.reshape(4, n, h2, w2, c)
-        return grad_in.reshape(n, 2 * h2, 2 * w2, c)
-
-    def keep_rows(self, rows: np.ndarray) -> None:
-        assert self._left is not None and self._top is not None, "keep_rows() before a training forward()"
-        self._left = self._rows("left_rows", self._left, rows, axis=1 if self._quarters else 0)
-        self._top = self._rows("top_rows", self._top, rows)
-
-
-class BatchNorm(Layer):
-    """Batch normalisation over the last axis: per channel of (N, H, W, C) maps, per feature of
-    (N, F) rows. y = gamma · (x - mean) / sqrt(var + eps) + beta.
-
-    Training uses the batch's mean and (biased) variance, and folds them into running averages,
-    ``running = (1 - momentum) · running + momentum · batch`` (the variance unbiased, as PyTorch
-    does); inference uses the running averages. The backward is the closed form,
-    dx = gamma / sqrt(var + eps) · (dy - mean(dy) - x̂ · mean(dy · x̂)).
-
-    ``keep_rows``: the statistics stay those of the whole batch the forward saw; the backward then
-    takes the kept rows as its batch (its means over them alone).
-    """
-
-    def __init__(
-        self,
-        features: int,
-        name: str = "bn",
-        dtype: type = np.float32,
-        eps: float = 1e-5,
-        momentum: float = 0.1,
-    ) -> None:
-        super().__init__()
-        if features < 1:
-            raise ValueError(f"batch norm needs at least one feature, got {features}")
-        if not 0.0 < momentum <= 1.0:
-            raise ValueError(f"batch norm momentum must be in (0, 1], got {momentum}")
-        self.features, self.eps, self.momentum = int(features), float(eps), float(momentum)
-        self.gamma = Parameter(f"{name}.gamma", np.ones(features, dtype=dtype), decay=False)
-        self.beta = Parameter(f"{name}.beta", np.zeros(features, dtype=dtype), decay=False)
-        self.running_mean = np.zeros(features, dtype=dtype)
-        self.running_var = np.ones(features, dtype=dtype)
-        self.name = name
-        self._centred: np.ndarray | None = None  # x - mean of the last training forward, (rows, features)
-        self._inv_std: np.ndarray | None = None
-        self._images = 0  # the batch size of the last training forward
-
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if x.shape[-1] != self.features:
-            raise ValueError(f"{self.name}: expected {self.features} features, got {x.shape[-1]}")
-        flat = x.reshape(-1, self.features)
-        if not training:
-            scale = self.gamma.value / np.sqrt(self.running_var + self.eps)
-            out = flat * scale + (self.beta.value - self.running_mean * scale)
-            return out.reshape(x.shape).astype(x.dtype, copy=False)
-        n, images = len(flat), len(x)
-        self._images = images
-        mean = self._column_sums(flat, np.empty(self.features, x.dtype)) / n
-        centred = self._buffer("centred", flat.shape, x.dtype)
-        # The per-channel passes run over each image's values as one row (see ``_wide``).
-        x_wide, centred_wide = flat.reshape(images, -1), centred.reshape(images, -1)
-        mean_wide = self._wide(mean, n // images)
-        halves(
-            lambda lo, hi: np.subtract(x_wide[lo:hi], mean_wide, out=centred_wide[lo:hi]),
-            images,
-            2 * flat.size,
-        )
-        var = np.einsum("ij,ij->j", centred, centred) / n
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        self._centred, self._inv_std = centred, inv_std
-        m = self.momentum
-        self.running_mean *= 1 - m
-        self.running_mean += m * mean
-        self.running_var *= 1 - m
-        self.running_var += m * var * (n / max(n - 1, 1))
-        out = self._buffer("out", flat.shape, x.dtype)
-        out_wide = out.reshape(images, -1)
-        scale, beta = (self._wide(v, n // images) for v in (self.gamma.value * inv_std, self.beta.value))
-
-        def part(lo: int, hi: int) -> None:
-            np.multiply(centred_wide[lo:hi], scale, out=out_wide[lo:hi])
-            out_wide[lo:hi] += beta
-
-        halves(part, images, 4 * flat.size)
-        return out.reshape(x.shape)
-
-    @staticmethod
-    def _wide(vector: np.ndarray, per_image: int) -> np.ndarray:
-        """A per-channel vector repeated for every position of an image's map, to broadcast along
-        one image's (H·W·C) values: NumPy's loops then run over thousands of values at a time, not
-        C, about 40% faster a pass (128 maps of 14×14×32: 0.18 ms against 0.31)."""
-        return np.tile(vector, per_image) if per_image > 1 else vector
-
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._centred is not None and self._inv_std is not None, "backward() before forward()"
-        shape = grad.shape
-        rows = grad.reshape(-1, self.features)
-        centred, inv_std, n = self._centred, self._inv_std, len(rows)
-        self._column_sums(rows, self.beta.grad)  # sum(dy)
-        np.einsum("ij,ij->j", rows, centred, out=self.gamma.grad)
-        self.gamma.grad *= inv_std  # sum(dy · x̂)
-        # dx = scale · (dy - sum(dy) / n - centred · inv_std · sum(dy · x̂) / n), scale = gamma · inv_std
-        scale = self.gamma.value * inv_std
-        along_centred, shift = -scale * inv_std * self.gamma.grad / n, scale * self.beta.grad / n
-        grad_in = self._buffer("grad_in", rows.shape, grad.dtype)
-        scaled = self._buffer("scaled", rows.shape, grad.dtype)
-        images = self._images
-        along_centred, shift, scale = (self._wide(v, n // images) for v in (along_centred, shift, scale))
-        wide = [a.reshape(images, -1) for a in (centred, rows, grad_in, scaled)]
-
-        def part(lo: int, hi: int) -> None:
-            c, r, g, sc = (a[lo:hi] for a in wide)
-            np.multiply(c, along_centred, out=g)
-            g -= shift
-            g += np.multiply(r, scale, out=sc)
-
-        halves(part, images, 6 * rows.size)
-        return grad_in.reshape(shape)
-
-    def keep_rows(self, rows: np.ndarray) -> None:
-        assert self._centred is not None, "keep_rows() called before a training forward()"
-        per_image = len(self._centred) // self._images  # H·W positions of a map, or 1 for rows
-        maps = self._centred.reshape(self._images, per_image, self.features)
-        self._centred = self._rows("centred_rows", maps, rows).reshape(-1, self.features)
-        self._images = len(rows)
-
-    def state(self) -> dict[str, np.ndarray]:
-        """The running averages: state saved with the weights, not trained by gradients."""
-        return {f"{self.name}.running_mean": self.running_mean, f"{self.name}.running_var": self.running_var}
-
-    def parameters(self) -> list[Parameter]:
-        return [self.gamma, self.beta]
+    def answer(self, i: int, plan: Plan) -> None:
+        """im2col and one product with the folded weight; the bias after pooling if that follows."""
+        weight, bias = plan.affine(i)
+        matrix = weight.reshape(-1, weight.shape[-1])
+        plan.batch_major()
+        plan.add(lambda x: self.convolve(x, matrix))
+        if self.quarters:
+            plan.pending = bias
+        elif bias.any():
+            plan.add(lambda x: add_bias(bias, x))

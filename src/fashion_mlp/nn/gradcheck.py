@@ -1,6 +1,6 @@
 """Back-propagation checked against central finite differences: the test suite's check, for anyone.
 
-For a float64 network (an MLP, or a Network of any layers), a batch and its labels, each gradient
+For a float64 network of any layers, a batch and its labels, each gradient
 that backward() computes is compared with
 
     (L(θ + ε) − L(θ − ε)) / 2ε
@@ -15,11 +15,11 @@ The floor keeps an entry a thousand times smaller than its array's largest from 
 rounding alone: in float64, central differences carry an absolute error near 1e-16 · L / ε. A wrong
 backward pass (a missing ReLU mask, a transposed product) gives errors of order 1.
 
-ε is 1e-5 for an MLP: smaller, and rounding grows; larger, and a step is likelier to cross a ReLU's
-kink, where the loss is not differentiable and the two disagree for a reason that is not a bug. In a
-network with convolutions one weight moves every position of a map, thousands of values, each of
-which could cross a ReLU's kink or change which value wins a max pooling window; there ε is 1e-6,
-which makes such a crossing ten times rarer and still leaves rounding below the tolerance.
+ε is 1e-5 for a fully connected network: smaller, and rounding grows; larger, and a step is likelier
+to cross a ReLU's kink, where the loss is not differentiable and the two disagree for a reason that
+is not a bug. In a network with convolutions one weight moves every position of a map, thousands
+of values, each of which could cross a ReLU's kink or change which value wins a max pooling window;
+there ε is 1e-6, which makes such a crossing ten times rarer and still leaves rounding below the tolerance.
 
 Crossings still happen, so each entry's difference is taken twice, with ε and with ε/2. Where the
 loss is smooth the two agree to rounding; where they disagree, a kink lies within ε, and the entry
@@ -33,9 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import Dropout
+from .activations import Dropout
 from .losses import softmax_cross_entropy
-from .model import MLP
 from .network import Network
 
 TOLERANCE = 1e-5
@@ -54,16 +53,14 @@ class GradientCheck:
         return self.max_relative_error <= TOLERANCE
 
 
-def _forward_loss(
-    model: MLP | Network, x: np.ndarray, y: np.ndarray, smoothing: float
-) -> tuple[float, np.ndarray]:
+def _forward_loss(model: Network, x: np.ndarray, y: np.ndarray, smoothing: float) -> tuple[float, np.ndarray]:
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng = np.random.default_rng(_MASK_SEED)  # the same masks at every evaluation
     return softmax_cross_entropy(model.forward(x.copy(), training=True), y, smoothing)
 
 
-def _backprop(model: MLP | Network, x: np.ndarray, y: np.ndarray, smoothing: float) -> np.ndarray:
+def _backprop(model: Network, x: np.ndarray, y: np.ndarray, smoothing: float) -> np.ndarray:
     """Fill every Parameter.grad and return dL/dinput, by the layers' own backward passes."""
     first = next(layer for layer in model.layers if hasattr(layer, "needs_input_grad"))
     saved, first.needs_input_grad = first.needs_input_grad, True
@@ -83,7 +80,7 @@ def _relative_errors(backprop: np.ndarray, numeric: np.ndarray, largest: float) 
 
 
 def check_gradients(
-    model: MLP | Network,
+    model: Network,
     x: np.ndarray,
     y: np.ndarray,
     smoothing: float = 0.0,
@@ -97,7 +94,7 @@ def check_gradients(
         raise ValueError("a gradient check needs a float64 model: MLP(..., dtype=np.float64)")
     rng = rng if rng is not None else np.random.default_rng(0)
     if eps is None:
-        eps = 1e-5 if isinstance(model, MLP) else 1e-6
+        eps = 1e-6 if any(layer.kind == "conv" for layer in model.layers) else 1e-5
     x = np.asarray(x, dtype=np.float64)
 
     def loss() -> float:

@@ -1,7 +1,8 @@
 """Optimisers. The base class owns the parameters' memory; a subclass writes one update rule.
 
 L2 regularisation (``l2``) adds l2 * w to the gradient of weights, never of biases; it is the
-gradient of (l2 / 2) * ||w||^2. The learning rate is an attribute the training loop sets each step.
+gradient of (l2 / 2) * ||w||^2. The learning rate is the schedule's (schedules.py): each ``step(lr)``
+is given its rate, and the optimiser keeps none of its own.
 
 An optimiser packs all the parameters it is given into one flat array (weights first, then biases)
 and makes each Parameter's ``value`` and ``grad`` views into it, so layers still read and write
@@ -19,19 +20,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from .halves import halves
-from .layers import Parameter
+from .layer import Parameter
 
 
 class Optimizer:
-    def __init__(self, params: Sequence[Parameter], lr: float, l2: float = 0.0) -> None:
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+    def __init__(self, params: Sequence[Parameter], l2: float = 0.0) -> None:
         if not l2 >= 0:
             raise ValueError(f"L2 strength must be zero or positive, got {l2}")
         self.params = list(params)
         if not self.params:
             raise ValueError("an optimiser needs at least one parameter")
-        self.lr = float(lr)
         self.l2 = float(l2)
         self.steps = 0
         layout = sorted(self.params, key=lambda p: not p.decay)  # stable: weights, then biases
@@ -42,9 +40,13 @@ class Optimizer:
         self.grad = self._pack("grad")
         self._scratch = np.empty_like(self.value)  # so a step allocates nothing and leaves .grad be
 
-    def step(self) -> None:
+    def step(self, lr: float) -> None:
+        """One update of every parameter from its gradient, at learning rate ``lr`` (0 at the end
+        of a cosine schedule)."""
+        if not lr >= 0:
+            raise ValueError(f"learning rate must be zero or positive, got {lr}")
         size = self.value.size
-        halves(self._update, size, 6 * size)
+        halves(lambda lo, hi: self._update(lr, lo, hi), size, 6 * size)
         self.steps += 1
 
     def _scaled_gradient(self, scale: float, lo: int, hi: int) -> np.ndarray:
@@ -61,19 +63,25 @@ class Optimizer:
             np.multiply(grad, scale, out=g)
         return g
 
-    def _update(self, lo: int, hi: int) -> None:
-        """Apply one step to parameters [lo, hi) of ``self.value``; ``self._scaled_gradient`` gives
-        their regularised gradient."""
+    def _update(self, lr: float, lo: int, hi: int) -> None:
+        """Apply one step at rate ``lr`` to parameters [lo, hi) of ``self.value``;
+        ``self._scaled_gradient`` gives their regularised gradient."""
         raise NotImplementedError
 
     def zero_grad(self) -> None:
         self.grad.fill(0)
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """Named arrays, one per parameter and buffer (e.g. 'velocity/fc1.weight'), and the step count."""
+    def state_dict(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Named arrays, one per parameter and buffer (e.g. 'velocity/fc1.weight'), and the step count.
+        ``copy=False``: the buffers' arrays are views of the optimiser's own, which its steps move."""
         state = {"steps": np.array(self.steps, dtype=np.int64)}
         for key, flat in self._buffers().items():
-            state.update({f"{key}/{p.name}": self._view(flat, p).copy() for p in self.params})
+            state.update(
+                {
+                    f"{key}/{p.name}": self._view(flat, p).copy() if copy else self._view(flat, p)
+                    for p in self.params
+                }
+            )
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
@@ -106,12 +114,11 @@ class SGD(Optimizer):
     def __init__(
         self,
         params: Sequence[Parameter],
-        lr: float,
         momentum: float = 0.0,
         l2: float = 0.0,
         nesterov: bool = False,
     ) -> None:
-        super().__init__(params, lr, l2)
+        super().__init__(params, l2)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if nesterov and momentum == 0.0:
@@ -120,8 +127,8 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.velocity = np.zeros_like(self.value)
 
-    def _update(self, lo: int, hi: int) -> None:
-        step, value = self._scaled_gradient(self.lr, lo, hi), self.value[lo:hi]  # lr * g
+    def _update(self, lr: float, lo: int, hi: int) -> None:
+        step, value = self._scaled_gradient(lr, lo, hi), self.value[lo:hi]  # lr * g
         if self.momentum == 0.0:
             value -= step
             return
@@ -145,13 +152,12 @@ class Adam(Optimizer):
     def __init__(
         self,
         params: Sequence[Parameter],
-        lr: float = 1e-3,
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
         l2: float = 0.0,
     ) -> None:
-        super().__init__(params, lr, l2)
+        super().__init__(params, l2)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta}")
@@ -161,7 +167,7 @@ class Adam(Optimizer):
         self.m = np.zeros_like(self.value)
         self.v = np.zeros_like(self.value)
 
-    def _update(self, lo: int, hi: int) -> None:
+    def _update(self, lr: float, lo: int, hi: int) -> None:
         t = self.steps + 1
         m, v = self.m[lo:hi], self.v[lo:hi]
         g = self._scaled_gradient(1.0, lo, hi)
@@ -174,7 +180,7 @@ class Adam(Optimizer):
         v *= self.beta2
         v += g  # v = b2*v + (1-b2)*g^2
         # lr * m_hat / (sqrt(v_hat) + eps), with the bias corrections folded into scalars
-        step_size = self.lr * np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        step_size = lr * np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         np.sqrt(v, out=g)
         g += self.eps * np.sqrt(1.0 - self.beta2**t)
         np.divide(m, g, out=g)

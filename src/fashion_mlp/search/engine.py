@@ -257,7 +257,7 @@ def run_trial(trial: optuna.Trial, plan: Plan, data: Dataset) -> float:
         return float(trial.user_attrs.get("val_accuracy", 0.0))
     finally:
         trial.set_user_attr("seconds", time.perf_counter() - started)
-    return state.best_accuracy
+    return state.best_val_accuracy
 
 
 def work(

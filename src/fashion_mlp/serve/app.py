@@ -78,12 +78,12 @@ class Model:
 def load_model(name: str, path: Path) -> Model:
     """Load and check a checkpoint as `evaluate` does; a model for Fashion-MNIST's 784 pixels only."""
     loaded = checkpoint.load(path)
-    sizes = loaded.model.sizes
-    if sizes[0] != protocol.N_PIXELS:
-        raise InvalidValue(f"{path}: a model of {sizes[0]} inputs; serve takes Fashion-MNIST models of 784")
+    inputs, outputs = loaded.model.n_inputs, loaded.model.n_classes
+    if inputs != protocol.N_PIXELS:
+        raise InvalidValue(f"{path}: a model of {inputs} inputs; serve takes Fashion-MNIST models of 784")
     names = list(loaded.meta.get("class_names") or data.CLASS_NAMES)
-    if len(names) != sizes[-1]:
-        raise InvalidValue(f"{path}: {len(names)} class names for {sizes[-1]} outputs")
+    if len(names) != outputs:
+        raise InvalidValue(f"{path}: {len(names)} class names for {outputs} outputs")
     accuracy = _test_accuracy(path)
     return Model(name, Path(path), loaded.inference(), names, accuracy, loaded.model.describe())
 
@@ -121,7 +121,7 @@ class Batcher:
             self.task = loop.create_task(self._drain())
         try:
             return await asyncio.wait_for(future, self.timeout_s)  # cancels the future on timeout
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             raise ProtocolError(
                 f"the model did not answer within {self.timeout_s:g} s; retry shortly", 503
             ) from None

@@ -109,22 +109,40 @@ RULES: dict[str, tuple[Any, str]] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """The estimator's parameters, checked, with ``hidden`` as a tuple."""
+    """The estimator's parameters, checked: scikit-learn's, then ours; ``hidden`` as a tuple."""
 
     hidden: tuple[int, ...]
-    params: dict[str, Any]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.params[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    activation: str
+    solver: str
+    alpha: float
+    batch_size: int | str
+    learning_rate: str
+    learning_rate_init: float
+    power_t: float
+    max_iter: int
+    shuffle: bool
+    random_state: Any
+    tol: float
+    verbose: bool | int
+    warm_start: bool
+    momentum: float
+    nesterovs_momentum: bool
+    early_stopping: bool
+    validation_fraction: float
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    n_iter_no_change: int
+    max_fun: int
+    dropout: float
+    label_smoothing: float
+    hardest_of: int
 
     def batch_size_for(self, n_samples: int) -> int:
         """scikit-learn's rule: "auto" is min(200, n_samples); a larger size is clipped, with a warning."""
-        if self.params["batch_size"] == "auto":
+        if self.batch_size == "auto":
             return min(200, n_samples)
-        size = int(self.params["batch_size"])
+        size = int(self.batch_size)
         if size > n_samples:
             warnings.warn(
                 f"batch_size {size} is larger than the {n_samples} samples; it is clipped to {n_samples}",
@@ -182,7 +200,8 @@ def check(params: dict[str, Any]) -> Settings:
     for name, (ok, what) in RULES.items():
         if not ok(p[name]):
             raise InvalidValue(f"{name} must be {what}, got {p[name]!r}")
-    return Settings(tuple(int(h) for h in hidden), dict(params))
+    rest = {name: value for name, value in params.items() if name != "hidden_layer_sizes"}
+    return Settings(hidden=tuple(int(h) for h in hidden), **rest)
 
 
 class Cosine:

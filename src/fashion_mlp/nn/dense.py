@@ -1,0 +1,109 @@
+"""The fully connected layer: y = x @ W + b, for rows (N, features)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from .layer import Builder, Layer, Parameter, Record, flag, positive
+from .plan import Folding, Plan
+
+INITS = ("he", "small", "glorot")
+
+
+class Linear(Layer):
+    """y = x @ W + b with W of shape (in, out). ``init`` draws the starting weights:
+
+    - "he": N(0, 2 / in), suited to the ReLU that follows; biases 0.
+    - "small": N(0, 0.01^2), the initialisation the report's results imply; biases 0.
+    - "glorot": uniform in +-sqrt(6 / (in + out)), weights and biases, as scikit-learn's
+      MLPClassifier draws them.
+
+    Record: ``{"kind": "linear", "out": F, "bias": true, "init": "he"}``.
+    """
+
+    kind: ClassVar[str] = "linear"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rng: np.random.Generator,
+        name: str = "linear",
+        dtype: type = np.float32,
+        needs_input_grad: bool = True,
+        init: str = "he",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+        shape = (in_features, out_features)
+        if init == "glorot":
+            bound = np.sqrt(6.0 / (in_features + out_features))
+            weight = rng.uniform(-bound, bound, shape).astype(dtype)
+            initial_bias = rng.uniform(-bound, bound, out_features).astype(dtype)
+        else:
+            std = np.sqrt(2.0 / in_features) if init == "he" else 0.01
+            weight = (rng.standard_normal(shape) * std).astype(dtype)
+            initial_bias = np.zeros(out_features, dtype=dtype)
+        self.weight = Parameter(f"{name}.weight", weight, decay=True)
+        # bias=False where batch norm follows, whose shift makes a bias redundant (its gradient is 0)
+        self.bias = Parameter(f"{name}.bias", initial_bias, decay=False) if bias else None
+        self.out_features, self.init = out_features, init
+        # The first layer's input is the data: its gradient is never used, so skip that matmul.
+        self.needs_input_grad = needs_input_grad
+        self._input: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, record: Record, builder: Builder) -> Linear:
+        if len(builder.shape) != 1:
+            raise ValueError("a fully connected layer needs rows: put a 'flatten' record first")
+        out, bias, init = positive(record, "out"), flag(record, "bias", True), record.get("init", "he")
+        if init not in INITS:
+            raise ValueError(
+                f"a fully connected layer's init must be one of {', '.join(INITS)}, got {init!r}"
+            )
+        builder.spend(builder.size * out + out)
+        name, needs = builder.name("fc"), builder.weighted()
+        layer = cls(builder.size, out, builder.rng, name, builder.dtype, needs, init, bias)
+        builder.shape = (out,)
+        return layer
+
+    def to_record(self) -> Record:
+        return {"kind": self.kind, "out": self.out_features, "bias": self.bias is not None, "init": self.init}
+
+    def describe(self) -> str:
+        return f"fc{self.out_features}"
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        self._input = x if training else None  # inference keeps nothing of its batch
+        out = self._buffer("out", (len(x), self.out_features), x.dtype) if training else None
+        out = np.matmul(x, self.weight.value, out=out)
+        if self.bias is not None:
+            out += self.bias.value
+        return out
+
+    def backward(self, grad: np.ndarray) -> np.ndarray | None:
+        assert self._input is not None, "backward() called before forward()"
+        np.matmul(self._input.T, grad, out=self.weight.grad)
+        if self.bias is not None:
+            self._column_sums(grad, self.bias.grad)
+        if not self.needs_input_grad:
+            return None
+        grad_in = self._buffer("grad_in", self._input.shape, grad.dtype)
+        return np.matmul(grad, self.weight.value.T, out=grad_in)
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        assert self._input is not None, "keep_rows() called before forward()"
+        self._input = self._rows("input_rows", self._input, rows)
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+    def fold(self, i: int, folding: Folding) -> None:
+        folding.weighted(i, self.weight.value, None if self.bias is None else self.bias.value, True)
+
+    def answer(self, i: int, plan: Plan) -> None:
+        plan.dense(i)
