@@ -20,8 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from against import worktree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,14 +93,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds to train")
     args = parser.parse_args()
     checkpoints = sorted((ROOT / "tests" / "data").glob("*.npz"))
-    with tempfile.TemporaryDirectory() as scratch:
-        other = Path(scratch) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(other), args.against], cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
-        try:
-            theirs = run(other, args.steps, args.seeds, checkpoints)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT, check=False)
+    with worktree(args.against) as other:
+        theirs = run(other, args.steps, args.seeds, checkpoints)
     ours = run(ROOT, args.steps, args.seeds, checkpoints)
     revision = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()  # fmt: skip

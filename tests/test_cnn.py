@@ -93,6 +93,22 @@ def test_a_checkpoint_and_a_config_from_before_networks_load_and_behave_as_then(
     assert TrainConfig.from_record(loaded.meta["config"]).conv == ()
 
 
+def test_a_cnn_checkpoint_from_before_one_network_loads_and_answers_as_then():
+    """Written by the commit before every model became one Network (conv 8, 16, fc 32, trained 150
+    steps): it loads, and answers as it did then. Its logits are the same bits on the machine that
+    wrote it (benchmarks/same_bits.py); the probabilities differ by at most 1.2e-7, one softmax for
+    every network now; elsewhere OpenBLAS's kernel decides the sums' order, hence the tolerance."""
+    loaded = checkpoint.load(DATA / "cnn-2026-12-04.npz")
+    assert loaded.model.describe() == "conv3x3(8)-pool-conv3x3(16)-pool-fc32-fc10"
+    expected = np.load(DATA / "cnn-2026-12-04-expected.npy", allow_pickle=False)
+    pixels, probabilities = expected[:, :784], expected[:, 784:]
+    for batch in (1, len(pixels)):
+        answered = loaded.inference().predict_proba(pixels[:batch])
+        np.testing.assert_allclose(answered, probabilities[:batch], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(answered.argmax(axis=1), probabilities[:batch].argmax(axis=1))
+    assert TrainConfig.from_record(loaded.meta["config"]).conv == (8, 16)
+
+
 def test_conv_flags_and_settings_are_checked(capsys):
     for argv, message in (
         (["train", "--conv", "0"], "0 is not between 1 and 1024"),

@@ -161,8 +161,8 @@ class _Graph:
 
 
 def _centre_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
-    if g.folding.input_into is None:  # else folded into the first layer
-        g.node("Sub", [g.constant(f"layer{i}.mean", layer.mean)], f"layer{i}_centre")
+    """A centring that did not fold into the first layer with the input's normalisation."""
+    g.node("Sub", [g.constant(f"layer{i}.mean", layer.mean)], f"layer{i}_centre")
 
 
 def _image_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:

@@ -172,7 +172,7 @@ def build_model(
 
 def build_optimizer(config: TrainConfig, model: Network) -> Optimizer:
     if config.optimizer == "adam":
-        return Adam(model.parameters(), config.beta1, config.beta2, config.eps, config.l2)
+        return Adam(model.parameters(), beta1=config.beta1, beta2=config.beta2, eps=config.eps, l2=config.l2)
     return SGD(model.parameters(), config.momentum, config.l2, config.nesterov)
 
 

@@ -78,7 +78,12 @@ def test_adam_matches_the_closed_form():
     w0 = weight.value.copy()
     grads = [[rng.standard_normal((3, 2)), rng.standard_normal(2)] for _ in range(6)]
     lr, b1, b2, eps, l2 = 0.01, 0.9, 0.999, 1e-8, 0.1
-    run_steps(Adam([weight, bias], b1, b2, eps, l2), [weight, bias], grads, Schedule("constant", lr))
+    run_steps(
+        Adam([weight, bias], beta1=b1, beta2=b2, eps=eps, l2=l2),
+        [weight, bias],
+        grads,
+        Schedule("constant", lr),
+    )
 
     w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
     for t, (gw, _) in enumerate(grads, start=1):

@@ -74,6 +74,7 @@ class Inference:
         for i, layer in enumerate(network.layers):
             layer.answer(i, plan)
         self._steps, self._vector = plan.steps, plan.vector
+        self._input_folded = folding.input_into is not None
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
@@ -87,7 +88,7 @@ class Inference:
         return out
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
-        if self._vector is not None:  # the input map is folded into the first layer
+        if self._input_folded:  # the normalisation is in the first layer's weights
             h = x.astype(self.dtype, copy=False)
         else:
             h = np.subtract(x, self.dtype.type(self.offset), dtype=self.dtype)  # a fresh array

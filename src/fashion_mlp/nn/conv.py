@@ -48,8 +48,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .halves import batch_rows, halves
-from .layer import Builder, Layer, Parameter, Record, flag, positive
-from .plan import Folding, Plan, add_bias
+from .layer import Builder, Record, Weighted, flag, positive
+from .plan import Plan, add_bias
 
 
 def im2col(
@@ -112,7 +112,7 @@ def col2im(cols: np.ndarray) -> np.ndarray:
     return padded
 
 
-class Conv2d(Layer):
+class Conv2d(Weighted):
     """A k×k convolution (k odd), stride 1, zero padding of (k-1)/2 so that the output keeps the
     input's height and width. Input (N, H, W, C), output (N, H, W, F).
 
@@ -137,12 +137,12 @@ class Conv2d(Layer):
         out_channels: int,
         kernel: int,
         rng: np.random.Generator,
+        *,
+        bias: bool = True,
         name: str = "conv",
         dtype: type = np.float32,
-        bias: bool = True,
         needs_input_grad: bool = True,
     ) -> None:
-        super().__init__()
         if kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"the kernel size must be odd (it keeps the image's size), got {kernel}")
         if in_channels < 1 or out_channels < 1:
@@ -151,11 +151,8 @@ class Conv2d(Layer):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         fan_in = kernel * kernel * in_channels
         weight = rng.standard_normal((kernel, kernel, in_channels, out_channels)) * np.sqrt(2.0 / fan_in)
-        self.weight = Parameter(f"{name}.weight", weight.astype(dtype), decay=True)
-        self.bias = (
-            Parameter(f"{name}.bias", np.zeros(out_channels, dtype=dtype), decay=False) if bias else None
-        )
-        self.needs_input_grad = needs_input_grad  # the first layer's input is the data
+        zeros = np.zeros(out_channels, dtype=dtype)
+        super().__init__(name, weight.astype(dtype), zeros if bias else None, needs_input_grad)
         # Output (4, N, H/2, W/2, F) in the order 2x2 pooling reads (the module's docstring); the
         # network sets it where pooling follows.
         self.quarters = False
@@ -169,8 +166,7 @@ class Conv2d(Layer):
         out, kernel, bias = positive(record, "out"), positive(record, "kernel"), flag(record, "bias", True)
         channels = builder.shape[2]
         builder.spend(kernel * kernel * channels * out + out)
-        name, needs = builder.name("conv"), builder.weighted()
-        layer = cls(channels, out, kernel, builder.rng, name, builder.dtype, bias, needs)
+        layer = cls(channels, out, kernel, builder.rng, bias=bias, **builder.weighted("conv"))
         builder.shape = (*builder.shape[:2], out)
         return layer
 
@@ -334,12 +330,6 @@ class Conv2d(Layer):
         self._cols = self._rows(
             "cols_rows", self._cols, rows, axis=images_axis(self.quarters, self._offsets_first)
         )
-
-    def parameters(self) -> list[Parameter]:
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    def fold(self, i: int, folding: Folding) -> None:
-        folding.weighted(i, self.weight.value, None if self.bias is None else self.bias.value, False)
 
     def answer(self, i: int, plan: Plan) -> None:
         """im2col and one product with the folded weight; the bias after pooling if that follows."""

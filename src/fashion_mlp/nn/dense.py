@@ -6,13 +6,13 @@ from typing import ClassVar
 
 import numpy as np
 
-from .layer import Builder, Layer, Parameter, Record, flag, positive
-from .plan import Folding, Plan
+from .layer import Builder, Record, Weighted, flag, positive
+from .plan import Plan
 
 INITS = ("he", "small", "glorot")
 
 
-class Linear(Layer):
+class Linear(Weighted):
     """y = x @ W + b with W of shape (in, out). ``init`` draws the starting weights:
 
     - "he": N(0, 2 / in), suited to the ReLU that follows; biases 0.
@@ -24,19 +24,20 @@ class Linear(Layer):
     """
 
     kind: ClassVar[str] = "linear"
+    takes_input_map: ClassVar[bool] = True
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
         rng: np.random.Generator,
+        *,
+        init: str = "he",
+        bias: bool = True,
         name: str = "linear",
         dtype: type = np.float32,
         needs_input_grad: bool = True,
-        init: str = "he",
-        bias: bool = True,
     ) -> None:
-        super().__init__()
         if init not in INITS:
             raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
         shape = (in_features, out_features)
@@ -48,12 +49,8 @@ class Linear(Layer):
             std = np.sqrt(2.0 / in_features) if init == "he" else 0.01
             weight = (rng.standard_normal(shape) * std).astype(dtype)
             initial_bias = np.zeros(out_features, dtype=dtype)
-        self.weight = Parameter(f"{name}.weight", weight, decay=True)
-        # bias=False where batch norm follows, whose shift makes a bias redundant (its gradient is 0)
-        self.bias = Parameter(f"{name}.bias", initial_bias, decay=False) if bias else None
+        super().__init__(name, weight, initial_bias if bias else None, needs_input_grad)
         self.out_features, self.init = out_features, init
-        # The first layer's input is the data: its gradient is never used, so skip that matmul.
-        self.needs_input_grad = needs_input_grad
         self._input: np.ndarray | None = None
 
     @classmethod
@@ -66,8 +63,7 @@ class Linear(Layer):
                 f"a fully connected layer's init must be one of {', '.join(INITS)}, got {init!r}"
             )
         builder.spend(builder.size * out + out)
-        name, needs = builder.name("fc"), builder.weighted()
-        layer = cls(builder.size, out, builder.rng, name, builder.dtype, needs, init, bias)
+        layer = cls(builder.size, out, builder.rng, init=init, bias=bias, **builder.weighted("fc"))
         builder.shape = (out,)
         return layer
 
@@ -98,12 +94,6 @@ class Linear(Layer):
     def keep_rows(self, rows: np.ndarray) -> None:
         assert self._input is not None, "keep_rows() called before forward()"
         self._input = self._rows("input_rows", self._input, rows)
-
-    def parameters(self) -> list[Parameter]:
-        return [self.weight] if self.bias is None else [self.weight, self.bias]
-
-    def fold(self, i: int, folding: Folding) -> None:
-        folding.weighted(i, self.weight.value, None if self.bias is None else self.bias.value, True)
 
     def answer(self, i: int, plan: Plan) -> None:
         plan.dense(i)

@@ -70,10 +70,11 @@ class Builder:
         self.counts[prefix] = self.counts.get(prefix, 0) + 1
         return f"{prefix}{self.counts[prefix]}"
 
-    def weighted(self) -> bool:
-        """Whether the weighted layer being built needs its input's gradient (all but the first)."""
+    def weighted(self, prefix: str) -> dict[str, Any]:
+        """The settings every weighted layer takes from where it stands: its name (fc1, conv2, ...),
+        the dtype, and whether it needs its input's gradient (all but the first do)."""
         needs, self.first_weighted = not self.first_weighted, False
-        return needs
+        return {"name": self.name(prefix), "dtype": self.dtype, "needs_input_grad": needs}
 
     @property
     def size(self) -> int:
@@ -176,3 +177,28 @@ class Layer:
         # mode="clip": with the default "raise", np.take gathers into a temporary and copies that
         # into ``out`` (2.7x the time for a convolution's columns). The rows are the batch's own.
         return np.take(array, rows, axis=axis, out=self._buffer(name, shape, array.dtype), mode="clip")
+
+
+class Weighted(Layer):
+    """A layer with a weight, which L2 regularises, and an optional bias, which it does not: Linear
+    and Conv2d. No bias where batch norm follows, whose shift makes one redundant (its gradient is 0).
+    ``needs_input_grad`` is False for the first weighted layer: its input is the data, whose gradient
+    is never used, so its backward skips that product."""
+
+    takes_input_map: ClassVar[bool] = False  # whether the input's normalisation may fold into it
+
+    def __init__(
+        self, name: str, weight: np.ndarray, bias: np.ndarray | None, needs_input_grad: bool
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.weight = Parameter(f"{name}.weight", weight, decay=True)
+        self.bias = None if bias is None else Parameter(f"{name}.bias", bias, decay=False)
+        self.needs_input_grad = needs_input_grad
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight] if self.bias is None else [self.weight, self.bias]
+
+    def fold(self, i: int, folding: Folding) -> None:
+        bias = None if self.bias is None else self.bias.value
+        folding.weighted(i, self.weight.value, bias, self.takes_input_map)

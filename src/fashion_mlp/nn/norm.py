@@ -49,10 +49,10 @@ class Centre(Layer):
         return grad  # d(x - mean)/dx is the identity
 
     def fold(self, i: int, folding: Folding) -> None:
-        folding.centre(self.mean)
+        folding.centre(i, self.mean)
 
     def answer(self, i: int, plan: Plan) -> None:
-        if plan.folding.input_into is None:  # not folded: subtract it
+        if i not in plan.folding.folded:  # not folded into the first layer: subtract it
             super().answer(i, plan)
 
 

@@ -112,11 +112,7 @@ class SGD(Optimizer):
     """SGD with momentum as in the report: v = mu*v + lr*g; w -= v (Nesterov: w -= mu*v + lr*g)."""
 
     def __init__(
-        self,
-        params: Sequence[Parameter],
-        momentum: float = 0.0,
-        l2: float = 0.0,
-        nesterov: bool = False,
+        self, params: Sequence[Parameter], momentum: float = 0.0, l2: float = 0.0, nesterov: bool = False
     ) -> None:
         super().__init__(params, l2)
         if not 0.0 <= momentum < 1.0:
@@ -152,6 +148,7 @@ class Adam(Optimizer):
     def __init__(
         self,
         params: Sequence[Parameter],
+        *,
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,

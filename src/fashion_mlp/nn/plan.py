@@ -30,9 +30,10 @@ class Folding:
             )
         self.offset, self.scale = offset, scale
         self.params: dict[int, Affine] = {}
-        self.folded: set[int] = set()  # the batch norms folded away
+        self.folded: set[int] = set()  # layers folded away: batch norms, a centring at the input
         self.input_into: int | None = None  # the layer the input map went into, if one did
         self.mean: np.ndarray | None = None  # a centring mean that the input map carries
+        self._centre: int | None = None  # the layer whose mean it is
         self._input_open = True  # no layer has yet needed the input as it is
         self._last: int | None = None  # the weighted layer a batch norm now may fold into
         self._pooled = False
@@ -41,13 +42,12 @@ class Folding:
         """A layer that needs its input as it is: nothing folds across it."""
         self._input_open, self._last = False, None
 
-    def centre(self, mean: np.ndarray) -> bool:
-        """Carry a centring mean in the input map; False if the map is no longer open."""
+    def centre(self, i: int, mean: np.ndarray) -> None:
+        """Layer i subtracts ``mean``: the input map carries it while no layer has needed the input."""
         if not self._input_open:
             self.stop()
-            return False
-        self.mean = mean
-        return True
+            return
+        self.mean, self._centre = mean, i
 
     def weighted(self, i: int, weight: np.ndarray, bias: np.ndarray | None, takes_input: bool) -> None:
         """Layer i computes x @ weight + bias (``takes_input``: the input map may fold into it)."""
@@ -77,6 +77,7 @@ class Folding:
             shift = np.full(weight.shape[0], self.offset / self.scale)
             if self.mean is not None:
                 shift += self.mean.astype(np.float64)
+                self.folded.add(self._centre)
             self.params[self.input_into] = Affine(weight / self.scale, bias - shift @ weight)
         return self
 
