@@ -67,7 +67,7 @@ def figures(results: dict) -> dict[str, float]:
 
 def run(tree: Path, options: list[str], out: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), *options, "--out", str(out)],
+    subprocess.run([sys.executable, str(tree / "benchmarks" / "run.py"), *options, "--out", str(out)],
                    cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return figures(json.loads(out.read_text()))
 

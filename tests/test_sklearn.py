@@ -195,6 +195,27 @@ def test_partial_fit_after_unpickling_continues_the_same_run(digits):
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_the_fitted_attributes_are_the_whole_state(digits, solver):
+    """Copies of every fitted attribute, put in place of the originals, continue the run exactly as
+    the originals do: nothing the next partial_fit needs lives anywhere else."""
+    X, y = digits
+    X = X / 16
+    settings = {**QUICK, "solver": solver, "dropout": 0.2, "learning_rate": "cosine", "max_iter": 5}
+    a, b = MLPClassifier(**settings), MLPClassifier(**settings)
+    for clf in (a, b):
+        clf.partial_fit(X, y, classes=np.arange(10))
+    assert a.coefs_[0] is not b.coefs_[0] and set(a.optimizer_state_) > {"steps"}
+    b.coefs_ = [c.copy() for c in b.coefs_]
+    b.intercepts_ = [c.copy() for c in b.intercepts_]
+    b.optimizer_state_ = {k: v.copy() for k, v in b.optimizer_state_.items()}
+    b.rng_state_ = dict(b.rng_state_)
+    for clf in (a, b):
+        clf.partial_fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert a.n_epochs_ == b.n_epochs_ == 2 and a.n_steps_ == b.n_steps_ == 2 * -(-len(X) // 16)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_a_pickle_holds_the_weights_and_optimiser_state_and_nothing_more(solver):
     """Not the last batch's activations, not a float64 copy for predicting, not coefs_ twice."""
     rng = np.random.default_rng(0)

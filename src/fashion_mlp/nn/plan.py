@@ -5,11 +5,13 @@ says what each does and why; this module imports no layer, so every layer may im
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import NamedTuple
 
 import numpy as np
 
 Step = Callable[[np.ndarray], np.ndarray]
+_turn: Step = attrgetter("T")  # h.T, a view: a tenth of np.transpose's cost, which goes through dispatch
 
 
 class Affine(NamedTuple):
@@ -110,7 +112,7 @@ class Plan:
     def batch_major(self) -> None:
         """The activation as (batch, features), for a step that needs it so."""
         if self.feature_major:
-            self.add(np.transpose)
+            self.add(_turn)
             self.feature_major = False
 
     def dense(self, i: int) -> None:
@@ -134,7 +136,7 @@ class Plan:
             return
         weight_t, column = np.ascontiguousarray(weight.T), bias[:, None].copy()
         if not self.feature_major:
-            self.add(np.transpose, lambda h: h)
+            self.add(_turn, lambda h: h)
             self.feature_major = True
         if has_bias:
             self.add(

@@ -240,7 +240,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         and the generator; else a new optimiser and generator around the weights, as scikit-learn's
         warm start."""
         cache = self.__dict__.get("_cache")
-        if continuing and cache is not None and cache[1] == self._attribute_ids():
+        if continuing and cache is not None and _same(cache[1], self._attributes()):
             return cache[0]
         hidden = tuple(c.shape[1] for c in self.coefs_[:-1])
         n_inputs, n_outputs = self.coefs_[0].shape[0], self.coefs_[-1].shape[1]
@@ -267,14 +267,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.optimizer_state_ = state.optimizer.state_dict(copy=False)
         self.rng_state_ = state.rng.bit_generator.state
         self.n_epochs_, self.n_steps_ = state.epoch, state.step
-        self._cache = (state, self._attribute_ids())
+        self._cache = (state, self._attributes())
         self._predictor = state.model
         self._shape()
 
-    def _attribute_ids(self) -> tuple[int, ...]:
-        """What the cached training state was made from, by identity: any of it replaced, it is stale."""
-        arrays = [*self.coefs_, *self.intercepts_, *(self.optimizer_state_ or {}).values()]
-        return tuple(map(id, [*arrays, self.rng_state_]))
+    def _attributes(self) -> list[Any]:
+        """What the cached training state was made from: any of it replaced, the cache is stale."""
+        return [*self.coefs_, *self.intercepts_, *(self.optimizer_state_ or {}).values(), self.rng_state_]
 
     def _shape(self) -> None:
         """The attributes that follow from the weights, after every fit and load."""
@@ -355,8 +354,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     # ---------------------------------------------------------------- pickle, files, ONNX
 
     def __getstate__(self) -> dict[str, Any]:
-        """The parameters and the fitted attributes, without the caches made from them: the weights
-        and the optimiser's buffers once each, never a cached activation or a float64 copy."""
+        """The parameters and the fitted attributes, without what is made from them (the training
+        state, the compiled answer): the weights and the optimiser's buffers once each."""
         state = super().__getstate__()
         return {k: v for k, v in state.items() if k not in ("_cache", "_predictor")}
 
@@ -389,6 +388,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         atomically to ``path`` if given. Needs the onnx extra."""
         check_is_fitted(self, "coefs_")
         return persist.to_onnx(self, path)
+
+
+def _same(these: list[Any], those: list[Any]) -> bool:
+    """Whether two lists hold the very same objects, in order."""
+    return len(these) == len(those) and all(a is b for a, b in zip(these, those))
 
 
 assert set(DEFAULTS) == set(MLPClassifier().get_params()), "params.DEFAULTS lists every parameter"
