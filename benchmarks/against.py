@@ -8,7 +8,8 @@ for REV's tree and once for this one, each in a fresh process that imports its o
 (PYTHONPATH), so that a shared machine's drift reaches both alike. It prints, for every figure of
 ours (training throughput, the step against its roofline, the CNN's step against its products,
 inference at each batch, the default preset's wall time and memory), the median of each tree's runs
-and their ratio; the peers' own figures do not depend on our code and are left out.
+and their ratio, and the machine's matmul rate measured in turn with them; the peers' own figures do
+not depend on our code and are left out.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def figures(results: dict) -> dict[str, float]:
     """Our figures of one run of run.py, by name (higher is better for samples/s, lower for the rest)."""
     out = {}
     for name, row in results["networks"].items():
+        out[f"{name} matmul GFLOP/s (in turn)"] = row["matmul_gflops"]
         out[f"{name} training samples/s"] = row["ours_samples_per_s"]
         out[f"{name} step ms"] = row["step_ms"]
         out[f"{name} step / roofline"] = row["step_over_roofline"]
     if "cnn" in results:
         cnn = results["cnn"]
+        out["cnn matmul GFLOP/s (in turn)"] = cnn["matmul_gflops"]
         out["cnn training samples/s"] = cnn["ours_samples_per_s"]
         out["cnn step ms"] = cnn["profile_ms"]["step"]
         out["cnn step / products"] = cnn["step_over_products"]
