@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from fashion_mlp import checkpoint, data
 from fashion_mlp.config import PRESETS
-from fashion_mlp.train import Callback, train
+from fashion_mlp.train import Callback, new_state, train
 
 steps, seeds, checkpoints = int(sys.argv[1]), [int(s) for s in sys.argv[2].split(",")], sys.argv[3:]
 out = {}
@@ -56,7 +56,6 @@ dataset = data.load(val_size=0, allow_download=False)
 for preset in ("default", "cnn"):
     for seed in seeds:
         config = PRESETS[preset].replace(seed=seed)
-        from fashion_mlp.train import new_state
         state = new_state(config, dataset)
         try:
             train(config, dataset, [StopAt()], state=state)

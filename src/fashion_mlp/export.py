@@ -59,7 +59,7 @@ def to_onnx(
     if len(class_names) != model.n_classes:
         raise InvalidValue(f"{len(class_names)} class names for a model with {model.n_classes} outputs")
     norm = {"offset": 0.0, "scale": 1.0, **(normalisation or {})}
-    g = _Graph(fold(model.layers, float(norm["offset"]), float(norm["scale"])), model.dtype)
+    g = _Graph(fold(model.layers, float(norm["offset"]), float(norm["scale"])))
     if g.folding.input_into is None:
         g.node("Sub", [g.constant("offset", np.array(norm["offset"], model.dtype))], "normalise_sub")
         g.node(
@@ -99,7 +99,7 @@ def _model(
     )
     sizes = model.describe()
     into = g.folding.input_into
-    folded_into = "input" if into is None else model.layers[into].weight.name.split(".")[0]
+    folded_into = "input" if into is None else model.layers[into].name
     doc = (
         "normalisation as Sub and Mul"
         if into is None
@@ -136,11 +136,11 @@ class _Graph:
     """The nodes and initializers so far, the name of the tensor the next node reads, and the
     network's parameters as ``nn.fold`` folded them."""
 
-    def __init__(self, folding: Any, dtype: np.dtype) -> None:
+    def __init__(self, folding: Any) -> None:
         from onnx import helper, numpy_helper
 
         self.helper, self.numpy_helper = helper, numpy_helper
-        self.folding, self.dtype = folding, dtype
+        self.folding = folding
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.x = INPUT
@@ -173,7 +173,7 @@ def _image_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
 
 def _conv_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
     weight, bias = g.params(i)
-    name, p = layer.weight.name.split(".")[0], layer.kernel // 2
+    name, p = layer.name, layer.kernel // 2
     kernel = weight.transpose(3, 2, 0, 1)  # (k, k, C, F) -> (F, C, k, k)
     inputs = [g.constant(f"{name}.weight", kernel), g.constant(f"{name}.bias", bias)]
     g.node("Conv", inputs, name, kernel_shape=[layer.kernel] * 2, pads=[p] * 4)
@@ -203,7 +203,7 @@ def _flatten_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
 
 def _linear_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
     weight, bias = g.params(i)
-    name = layer.weight.name.split(".")[0]
+    name = layer.name
     g.node("MatMul", [g.constant(f"{name}.weight", weight)], f"{name}_matmul")
     g.node("Add", [g.constant(f"{name}.bias", bias)], f"{name}_add", "logits" if last else None)
 

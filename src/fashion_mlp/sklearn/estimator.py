@@ -34,7 +34,6 @@ from ..nn import Schedule
 from ..train import (
     LearningRate,
     TrainState,
-    build_model,
     build_optimizer,
     new_state,
     steps_per_epoch,
@@ -242,12 +241,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         cache = self.__dict__.get("_cache")
         if continuing and cache is not None and _same(cache[1], self._attributes()):
             return cache[0]
-        hidden = tuple(c.shape[1] for c in self.coefs_[:-1])
-        n_inputs, n_outputs = self.coefs_[0].shape[0], self.coefs_[-1].shape[1]
-        shape = config.replace(hidden_sizes=hidden)
-        model = build_model(shape, np.random.default_rng(0), None, n_inputs, n_outputs)
-        for layer, weight, bias in zip(model.of_kind("linear"), self.coefs_, self.intercepts_):
-            layer.weight.value[...], layer.bias.value[...] = weight, bias
+        model = persist.network(self.coefs_, self.intercepts_, config.dropout)
         rng = np.random.default_rng(config.seed)
         if continuing:
             rng.bit_generator.state = self.rng_state_
