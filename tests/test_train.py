@@ -149,6 +149,8 @@ class Interrupt(Callback):
         {"val_size": 0},
         {"hardest_of": 1},
         {"conv": (4,), "augment": True, "dropout": 0.2},  # a CNN: batch norm's running averages too
+        # a residual network, with random erasing's draws from the run's generator
+        {"conv": (4,), "blocks": (1,), "augment": True, "erase": 0.5},
     ],
 )
 def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):

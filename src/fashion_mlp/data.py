@@ -258,19 +258,62 @@ def load(
     return Dataset(train, val, test, located.source)
 
 
-def augment_batch(batch: np.ndarray, rng: np.random.Generator, max_shift: int = 2) -> None:
-    """In place: flip half the images left-right and shift each by up to ``max_shift`` pixels."""
+ERASE_AREA, ERASE_ASPECT = (0.02, 0.4), 0.3  # random erasing's range of areas, and of aspects (0.3 to 1/0.3)
+ERASE_TRIES = 10  # rectangles drawn per image until one fits inside it
+
+
+def augment_batch(
+    batch: np.ndarray, rng: np.random.Generator, max_shift: int = 2, erase: float = 0.0
+) -> None:
+    """In place: flip half the images left-right, shift each by up to ``max_shift`` pixels, then,
+    with probability ``erase``, fill a random rectangle of each with one random shade (``erase_``)."""
     images = batch.reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
     flip = rng.random(len(images)) < 0.5
     images[flip] = images[flip, :, ::-1]
-    if max_shift == 0:
+    if max_shift > 0:
+        background = float(images.min()) if images.size else 0.0
+        padded = np.pad(
+            images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)), constant_values=background
+        )
+        shifts = rng.integers(0, 2 * max_shift + 1, size=(len(images), 2))
+        rows = np.arange(IMAGE_SIDE)[None, :] + shifts[:, :1]
+        cols = np.arange(IMAGE_SIDE)[None, :] + shifts[:, 1:]
+        n = np.arange(len(images))[:, None, None]
+        images[...] = padded[n, rows[:, :, None], cols[:, None, :]]
+    if erase > 0:
+        erase_(images, rng, erase)
+
+
+def erase_(images: np.ndarray, rng: np.random.Generator, p: float) -> None:
+    """Random erasing (Zhong et al., 2017, "Random Erasing Data Augmentation"), in place on (N, H, W)
+    images: each image, with probability p, has a rectangle of a random area (2-40% of the image)
+    and aspect (0.3-3.3) at a random place filled with one shade, drawn uniformly between the batch's
+    darkest and lightest pixel. (The paper's best fill on CIFAR was a random value per pixel; here,
+    with batch norm and learning from the hardest third, that noise held validation accuracy after
+    the first epoch at 0.69, against 0.80 with one shade and 0.84 without erasing: docs/recipe.md.)
+    Where the paper redraws a rectangle that does not fit until one does, this
+    draws ``ERASE_TRIES`` for every image at once and takes the first that fits (none fit: no erasing,
+    rare). The network learns to classify a garment from whatever of it is left in view: occlusion
+    as a regulariser, beside flips and shifts. Every draw comes from ``rng``, a fixed number per
+    batch, so a resumed run draws the same rectangles."""
+    n, h, w = images.shape
+    if n == 0:
         return
-    background = float(images.min()) if images.size else 0.0
-    padded = np.pad(
-        images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)), constant_values=background
-    )
-    shifts = rng.integers(0, 2 * max_shift + 1, size=(len(images), 2))
-    rows = np.arange(IMAGE_SIDE)[None, :] + shifts[:, :1]
-    cols = np.arange(IMAGE_SIDE)[None, :] + shifts[:, 1:]
-    n = np.arange(len(images))[:, None, None]
-    images[...] = padded[n, rows[:, :, None], cols[:, None, :]]
+    chosen = rng.random(n) < p
+    area = rng.uniform(*ERASE_AREA, (ERASE_TRIES, n)) * h * w
+    aspect = np.exp(rng.uniform(np.log(ERASE_ASPECT), -np.log(ERASE_ASPECT), (ERASE_TRIES, n)))
+    heights = np.round(np.sqrt(area * aspect)).astype(np.int64)
+    widths = np.round(np.sqrt(area / aspect)).astype(np.int64)
+    fits = (heights < h) & (widths < w) & (heights > 0) & (widths > 0)
+    first = fits.argmax(axis=0)  # the first try that fits, for each image
+    chosen &= fits.any(axis=0)
+    height, width = heights[first, np.arange(n)], widths[first, np.arange(n)]
+    top = (rng.random(n) * (h - height + 1)).astype(np.int64)
+    left = (rng.random(n) * (w - width + 1)).astype(np.int64)
+    y, x = np.arange(h), np.arange(w)
+    inside_rows = (y >= top[:, None]) & (y < (top + height)[:, None]) & chosen[:, None]
+    inside_cols = (x >= left[:, None]) & (x < (left + width)[:, None])
+    mask = inside_rows[:, :, None] & inside_cols[:, None, :]
+    low, high = float(images.min()), float(images.max())
+    shade = rng.uniform(low, high, n).astype(images.dtype)  # one per image
+    np.copyto(images, np.broadcast_to(shade[:, None, None], images.shape), where=mask)

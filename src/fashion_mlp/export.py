@@ -144,6 +144,14 @@ class _Graph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.x = INPUT
+        self.prefix = ""  # before every node name taken from a layer's place (a block's own layers)
+
+    def path(self, folding: Any, prefix: str) -> _Graph:
+        """A graph that adds to this one's nodes and initializers from the tensor it is at, with a
+        path's own folded parameters (a residual block's branch or shortcut)."""
+        inner = _Graph(folding)
+        inner.nodes, inner.initializers, inner.x, inner.prefix = self.nodes, self.initializers, self.x, prefix
+        return inner
 
     def params(self, i: int) -> Affine:
         """Layer i's folded weight and bias, as float32."""
@@ -180,7 +188,25 @@ def _conv_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
 
 
 def _pool_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
-    g.node("MaxPool", [], f"pool{i}", kernel_shape=[2, 2], strides=[2, 2])
+    g.node("MaxPool", [], f"{g.prefix}pool{i}", kernel_shape=[2, 2], strides=[2, 2])
+
+
+def _residual_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
+    """The branch's nodes and the shortcut's, each from the block's input, then their Add."""
+    ends = []
+    for path, folding, name in zip((layer.branch, layer.shortcut), layer.folded(), ("branch", "skip")):
+        inner = g.path(folding, f"block{i}_{name}_")
+        for j, sublayer in enumerate(path):
+            if j not in folding.folded:
+                NODES[sublayer.kind](inner, sublayer, j, False)
+        ends.append(inner.x)
+    g.x = ends[0]
+    g.node("Add", [ends[1]], f"block{i}_add")
+
+
+def _avgpool_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
+    g.node("GlobalAveragePool", [], f"avgpool{i}")
+    g.node("Flatten", [], f"avgpool{i}_flatten", axis=1)  # (N, C, 1, 1) to (N, C)
 
 
 def _batchnorm_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
@@ -193,7 +219,7 @@ def _batchnorm_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
 
 
 def _relu_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
-    g.node("Relu", [], f"relu{i}")
+    g.node("Relu", [], f"{g.prefix}relu{i}")
 
 
 def _flatten_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
@@ -218,6 +244,8 @@ NODES: dict[str, Callable[[_Graph, Any, int, bool], None]] = {
     "image": _image_nodes,
     "conv": _conv_nodes,
     "maxpool": _pool_nodes,
+    "residual": _residual_nodes,
+    "avgpool": _avgpool_nodes,
     "batchnorm": _batchnorm_nodes,
     "relu": _relu_nodes,
     "flatten": _flatten_nodes,

@@ -158,6 +158,8 @@ def build_model(
             n_classes,
             config.dropout,
             centred=config.centre_inputs,
+            blocks=config.blocks,
+            global_pool=config.global_pool,
         )
         return Network(records, n_inputs, rng, input_mean=mean if config.centre_inputs else None)
     return MLP(
@@ -269,7 +271,7 @@ def train_epoch(
         # (128 rows of 784: 47 µs against 55).
         xb, yb = x_train.take(idx, axis=0), y_train[idx]
         if config.augment:
-            augment_batch(xb, state.rng, config.max_shift)
+            augment_batch(xb, state.rng, config.max_shift, config.erase)
         lr = schedule.lr_at(state.step)
         logits = model.forward(xb)
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))

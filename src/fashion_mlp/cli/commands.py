@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = state.config
     else:
         overrides = {name: getattr(args, name) for name in CONFIG_FLAGS}
-        for name in ("hidden_sizes", "conv"):
+        for name in ("hidden_sizes", "conv", "blocks"):
             if overrides[name] is not None:
                 overrides[name] = tuple(overrides[name])
         config = make_config(args.preset, args.config, **overrides)
@@ -283,7 +283,16 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     mean = rng.uniform(-1, 0, 784) if centred else None
     model: Network
     if conv:
-        records = cnn_records((28, 28, 1), conv, hidden, 10, dropout, centred=centred)
+        records = cnn_records(
+            (28, 28, 1),
+            conv,
+            hidden,
+            10,
+            dropout,
+            centred=centred,
+            blocks=preset.blocks,
+            global_pool=preset.global_pool,
+        )
         model = Network(records, 784, rng, dtype=np.float64, input_mean=mean)
     else:
         model = MLP([784, *hidden, 10], rng, dropout=dropout, dtype=np.float64, input_mean=mean)

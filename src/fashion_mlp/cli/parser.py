@@ -338,6 +338,22 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "has batch norm too. --conv alone: none, a fully connected network",
     )
     net.add_argument(
+        "--blocks",
+        type=_int_in(0, 8),
+        nargs="*",
+        metavar="N",
+        help="residual blocks after each convolution, one count per --conv width, e.g. --blocks 1 1: "
+        "each two 3x3 convolutions with batch norm and the input added back, then ReLU. --blocks "
+        "alone: none",
+    )
+    net.add_argument(
+        "--global-pool",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each channel of the last map (global average pooling) instead of flattening it "
+        "(needs --conv)",
+    )
+    net.add_argument(
         "--init",
         choices=list(INITS),
         help="weight initialisation: he, small = N(0, 0.01^2) as the report, or glorot (uniform, as "
@@ -380,6 +396,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="random horizontal flips and shifts of up to --max-shift pixels",
     )
     net.add_argument("--max-shift", type=int, help="augmentation shift in pixels, 0-8 (0: flips only)")
+    net.add_argument(
+        "--erase",
+        type=float,
+        metavar="P",
+        help="with --augment, random erasing: the probability, in [0, 1], that an image has a random "
+        "rectangle (2-40%% of its area) filled with random pixels (0: off)",
+    )
     net.add_argument(
         "--label-smoothing",
         type=float,
@@ -483,6 +506,8 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 CONFIG_FLAGS = (
     "hidden_sizes",
     "conv",
+    "blocks",
+    "global_pool",
     "init",
     "epochs",
     "batch_size",
@@ -504,6 +529,7 @@ CONFIG_FLAGS = (
     "centre_inputs",
     "augment",
     "max_shift",
+    "erase",
     "label_smoothing",
     "hardest_of",
     "patience",

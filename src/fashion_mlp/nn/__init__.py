@@ -11,8 +11,9 @@ from .network import KINDS, MAX_RECORDS, MLP, Network, cnn_records, mlp_records
 from .norm import CENTRE_MEAN, BatchNorm, Centre
 from .optim import SGD, Adam, Optimizer
 from .plan import Affine, Folding, Plan
-from .pooling import MaxPool2d
+from .pooling import GlobalAvgPool, MaxPool2d
 from .reshape import Flatten, Image
+from .residual import Residual
 from .schedules import SCHEDULES, Schedule
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Dropout",
     "Flatten",
     "Folding",
+    "GlobalAvgPool",
     "GradientCheck",
     "Image",
     "Inference",
@@ -46,6 +48,7 @@ __all__ = [
     "Plan",
     "ReLU",
     "Record",
+    "Residual",
     "Schedule",
     "check_gradients",
     "cnn_records",

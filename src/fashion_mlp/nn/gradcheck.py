@@ -94,7 +94,7 @@ def check_gradients(
         raise ValueError("a gradient check needs a float64 model: MLP(..., dtype=np.float64)")
     rng = rng if rng is not None else np.random.default_rng(0)
     if eps is None:
-        eps = 1e-6 if any(layer.kind == "conv" for layer in model.layers) else 1e-5
+        eps = 1e-6 if any(layer.kind in ("conv", "residual") for layer in model.layers) else 1e-5
     x = np.asarray(x, dtype=np.float64)
 
     def loss() -> float:

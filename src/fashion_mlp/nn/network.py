@@ -28,11 +28,25 @@ from .conv import Conv2d
 from .dense import INITS, Linear
 from .layer import Builder, Layer, Parameter, Record
 from .norm import BatchNorm, Centre
-from .pooling import MaxPool2d
+from .pooling import GlobalAvgPool, MaxPool2d
 from .reshape import Flatten, Image
+from .residual import Residual
 
 KINDS: dict[str, type[Layer]] = {
-    kind.kind: kind for kind in (Centre, Image, Conv2d, MaxPool2d, BatchNorm, ReLU, Dropout, Flatten, Linear)
+    kind.kind: kind
+    for kind in (
+        Centre,
+        Image,
+        Conv2d,
+        MaxPool2d,
+        BatchNorm,
+        ReLU,
+        Dropout,
+        Residual,
+        GlobalAvgPool,
+        Flatten,
+        Linear,
+    )
 }
 MAX_RECORDS = 256  # the most layer records a network may have
 
@@ -90,19 +104,30 @@ def cnn_records(
     dropout: float = 0.0,
     kernel: int = 3,
     centred: bool = False,
+    blocks: Sequence[int] = (),
+    global_pool: bool = False,
 ) -> list[Record]:
-    """The records of a convolutional network for (height, width, channels) images."""
+    """The records of a convolutional network for (height, width, channels) images: after each
+    convolution's pooling, ``blocks[i]`` residual blocks at its width (each followed by ReLU; none
+    where ``blocks`` is empty), and the last map averaged (``global_pool``) or flattened."""
+    if blocks and len(blocks) != len(conv):
+        raise ValueError(
+            f"one count of blocks per convolution: {len(conv)} convolutions, {len(blocks)} counts"
+        )
     height, width, channels = image
     records: list[Record] = [{"kind": "centre"}] if centred else []
     records.append({"kind": "image", "height": height, "width": width, "channels": channels})
-    for out in conv:  # pooled before batch norm and ReLU, which then cost a quarter (see docstring)
+    # Each convolution pooled before batch norm and ReLU, which then cost a quarter (see docstring).
+    for out, n_blocks in zip(conv, blocks or [0] * len(conv)):
         records += [
             {"kind": "conv", "out": int(out), "kernel": kernel, "bias": False},
             {"kind": "maxpool"},
             {"kind": "batchnorm"},
             {"kind": "relu"},
         ]
-    records.append({"kind": "flatten"})
+        for _ in range(n_blocks):
+            records += [{"kind": "residual", "out": int(out)}, {"kind": "relu"}]
+    records.append({"kind": "avgpool"} if global_pool else {"kind": "flatten"})
     for out in hidden:
         records += [
             {"kind": "linear", "out": int(out), "bias": False},

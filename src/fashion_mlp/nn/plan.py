@@ -33,6 +33,8 @@ class Folding:
         self.offset, self.scale = offset, scale
         self.params: dict[int, Affine] = {}
         self.folded: set[int] = set()  # layers folded away: batch norms, a centring at the input
+        # A layer that holds paths of layers (a residual block): each path folded on its own.
+        self.inner: dict[int, tuple[Folding, ...]] = {}
         self.input_into: int | None = None  # the layer the input map went into, if one did
         self.mean: np.ndarray | None = None  # a centring mean that the input map carries
         self._centre: int | None = None  # the layer whose mean it is

@@ -133,3 +133,49 @@ class MaxPool2d(Layer):
         plan.add(lambda x: self.forward(x, training=False))
         if bias is not None and bias.any():
             plan.add(lambda x: add_bias(bias, x))
+
+
+class GlobalAvgPool(Layer):
+    """Global average pooling: each channel's mean over the whole map, (N, H, W, C) to (N, C).
+
+    It replaces flattening before the classifier (Lin et al., 2014, "Network in Network"): the
+    classifier then sees what each channel found, wherever in the image it found it, and takes C
+    weights per class instead of H·W·C. The backward spreads each channel's gradient evenly over
+    the H·W positions it averaged.
+
+    Record: ``{"kind": "avgpool"}``.
+    """
+
+    kind: ClassVar[str] = "avgpool"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, ...] | None = None  # the last training forward's input shape
+
+    @classmethod
+    def build(cls, record: Record, builder: Builder) -> GlobalAvgPool:
+        if len(builder.shape) != 3:
+            raise ValueError("global average pooling needs images: put an 'image' record first")
+        builder.shape = (builder.shape[2],)
+        return cls()
+
+    def describe(self) -> str:
+        return "avgpool"
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        n, h, w, c = x.shape
+        if training:
+            self._shape = x.shape
+        out = self._buffer("out", (n, c), x.dtype) if training else np.empty((n, c), x.dtype)
+        # A sum over each image's H·W rows of C, then one scaling: in x's dtype throughout.
+        np.add.reduce(x.reshape(n, h * w, c), axis=1, out=out)
+        out *= x.dtype.type(1.0 / (h * w))
+        return out
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        assert self._shape is not None, "backward() called before a training forward()"
+        _, h, w, c = self._shape
+        n = len(grad)  # the kept rows, after keep_rows
+        grad_in = self._buffer("grad_in", (n, h, w, c), grad.dtype)
+        np.multiply(grad[:, None, None, :], grad.dtype.type(1.0 / (h * w)), out=grad_in)
+        return grad_in
