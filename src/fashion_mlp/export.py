@@ -194,7 +194,8 @@ def _pool_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
 def _residual_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
     """The branch's nodes and the shortcut's, each from the block's input, then their Add."""
     ends = []
-    for path, folding, name in zip((layer.branch, layer.shortcut), layer.folded(), ("branch", "skip")):
+    paths = zip((layer.branch, layer.shortcut), g.folding.inner[i], ("branch", "skip"))
+    for path, folding, name in paths:
         inner = g.path(folding, f"block{i}_{name}_")
         for j, sublayer in enumerate(path):
             if j not in folding.folded:
