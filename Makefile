@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: train test data bench bench-accuracy bench-cli bench-sklearn bench-serve fuzz postgres chromium curl clean
+.PHONY: train test data bench bench-accuracy bench-cli bench-sklearn bench-serve fuzz postgres prometheus chromium curl clean
 
 train: data          ## train the default recipe, evaluate it on the test set, write runs/<name>/
 	$(BIN)/fashion-mlp train $(ARGS)
 
-test: data $(BIN)/.test-deps postgres chromium curl   ## lint, then run every test
+test: data $(BIN)/.test-deps postgres prometheus chromium curl   ## lint, then run every test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest $(ARGS)
@@ -68,6 +68,11 @@ postgres:   ## a PostgreSQL server for the shared-storage search test (the test 
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql || \
 	  echo "could not install postgresql: its test will be skipped" >&2; }
+
+prometheus:   ## Debian's Prometheus, which the metrics test starts to scrape the server's /metrics
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus || \
+	  echo "could not install prometheus: its test will be skipped" >&2; }
 
 chromium:   ## Debian's Chromium, which the page's tests drive with Playwright
 	@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || { \

@@ -322,13 +322,26 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
     from ..extras import require
 
     for module in ("starlette", "uvicorn", "orjson", "python_multipart"):
         require(module, "serve")
+    if args.metrics:
+        require("prometheus_client", "serve")
     from ..serve.app import Limits
     from ..serve.server import serve
 
+    port = args.port
+    if port is None:
+        text = os.environ.get("PORT", "").strip()
+        if not text:
+            port = 8000
+        elif text.isdigit() and int(text) <= 65535:
+            port = int(text)
+        else:
+            raise UsageError(f"serve: PORT={text!r} in the environment is not a port from 0 to 65535")
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
         max_rows=args.max_rows,
@@ -339,8 +352,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         max_header_bytes=args.max_header_bytes,
         keep_alive_s=args.keep_alive,
-        linger_bytes=args.linger_bytes,
         linger_s=args.linger_seconds,
+        linger_idle_s=args.linger_idle_seconds,
     )
-    serve(args.checkpoints, args.host, args.port, limits, lambda m: print(m, flush=True))
+    serve(
+        args.checkpoints,
+        args.host,
+        port,
+        limits,
+        lambda m: print(m, flush=True),
+        grace_s=args.grace_seconds,
+        metrics=args.metrics,
+    )
     return 0

@@ -171,8 +171,9 @@ def build_parser() -> Parser:
     p.add_argument(
         "checkpoints",
         nargs="+",
-        metavar="[NAME=]CHECKPOINT",
-        help="a .npz checkpoint, served under NAME (default: its run folder's name)",
+        metavar="[NAME=]CHECKPOINT|DIR",
+        help="a .npz checkpoint, served under NAME (default: its run folder's name); or a folder, whose "
+        "every NAME.npz and NAME/best.npz is served under NAME (a runs/ folder, KServe's /mnt/models)",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
@@ -180,9 +181,10 @@ def build_parser() -> Parser:
     p.add_argument(
         "--port",
         type=_int_in(0, 65535),
-        default=8000,
-        help="port (default 8000); 0 takes a free one, which the line 'serving ... on "
-        "http://HOST:PORT/' names",
+        default=None,
+        help="port (default: $PORT where it is set, as Knative and Cloud Run set it, else 8000); 0 takes "
+        "a free one, which the line 'serving ... on http://HOST:PORT/' names. Prometheus metrics are at "
+        "/metrics on the same port",
     )
     p.add_argument(
         "--max-body-bytes",
@@ -250,19 +252,36 @@ def build_parser() -> Parser:
         help="longest a request waits for the model; past it 503 (default 60)",
     )
     p.add_argument(
-        "--linger-bytes",
-        type=_int_in(0, 1 << 40),
-        default=64 << 20,
-        metavar="N",
-        help="after answering before a body has all arrived (413, 408, 503), the server reads and "
-        "discards up to N more bytes so that the client can read the answer, then closes (default 64 MiB)",
-    )
-    p.add_argument(
         "--linger-seconds",
         type=_float_in(0, 3600),
-        default=10.0,
+        default=30.0,
         metavar="SECONDS",
-        help="... and for at most this long (default 10)",
+        help="after answering before a body has all arrived (413, 408, 503), the server reads and "
+        "discards what the client still sends, so that the client gets to read the answer, for at most "
+        "this long in all (default 30, as nginx's lingering_time) ...",
+    )
+    p.add_argument(
+        "--linger-idle-seconds",
+        type=_float_in(0.01, 3600),
+        default=5.0,
+        metavar="SECONDS",
+        help="... and closes after this long without a byte (default 5, as nginx's lingering_timeout)",
+    )
+    p.add_argument(
+        "--metrics",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Prometheus metrics at GET /metrics on the server's port: requests by route, status and model, "
+        "latency histograms, the batcher's batches, requests in flight, each model's info (default on)",
+    )
+    p.add_argument(
+        "--grace-seconds",
+        type=_float_in(0, 3600),
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, the server stops accepting connections and lets the requests in "
+        "flight finish for at most this long, then exits (default 30, Kubernetes' "
+        "terminationGracePeriodSeconds)",
     )
     p.set_defaults(handler="serve")
     return parser

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ..errors import InvalidValue
 from ..images import MAX_PIXELS, ImageError, load_image
 from ..nn import Inference
 from . import protocol
+from .metrics import Instrument, Metrics
 from .protocol import ProtocolError
 
 STATIC = Path(__file__).parent / "static"
@@ -55,8 +57,8 @@ class Limits:
     max_connections: int = 512  # open at once, idle ones included
     max_header_bytes: int = 16 << 10  # the request line and headers
     keep_alive_s: float = 5.0  # an idle connection's life
-    linger_bytes: int = 64 << 20  # after an early answer: most bytes read and thrown away ...
-    linger_s: float = 10.0  # ... and for how long, before closing
+    linger_s: float = 30.0  # after an early answer: longest we read and throw away what still comes ...
+    linger_idle_s: float = 5.0  # ... and longest without a byte, before closing (nginx's bounds)
 
 
 @dataclass
@@ -106,8 +108,15 @@ class Batcher:
     Every request gets an answer: its rows' probabilities, the error that stopped its batch, or a 503
     after ``timeout_s``. Whatever goes wrong in the drain, each future it took is resolved."""
 
-    def __init__(self, inference: Inference, max_batch_rows: int = 1024, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        inference: Inference,
+        max_batch_rows: int = 1024,
+        timeout_s: float = 60.0,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.inference = inference
+        self.on_batch = on_batch  # told each batch's requests and rows as its product starts (metrics)
         self.max_batch_rows = max_batch_rows
         self.timeout_s = timeout_s
         self.waiting: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
@@ -143,6 +152,8 @@ class Batcher:
                 batch = self._take()
                 if not batch:
                     continue
+                if self.on_batch is not None:
+                    self.on_batch(len(batch), sum(len(p) for p, _ in batch))
                 try:
                     stacked = batch[0][0] if len(batch) == 1 else np.concatenate([p for p, _ in batch])
                     # In a thread, so that the event loop goes on reading the requests that will form the
@@ -201,12 +212,18 @@ async def _read_body(request: Request, limits: Limits) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(models: dict[str, Model], limits: Limits | None = None) -> CloseEarly:
-    """The ASGI app: the routes below, inside a cap on requests in flight, inside ``CloseEarly``."""
+def create_app(
+    models: dict[str, Model], limits: Limits | None = None, with_metrics: bool = True
+) -> CloseEarly:
+    """The ASGI app: the routes below, inside a cap on requests in flight, inside the metrics'
+    ``Instrument`` (unless ``with_metrics`` is False: then no /metrics either), inside ``CloseEarly``."""
     limits = limits or Limits()
+    metrics = Metrics(VERSION) if with_metrics else None
     for model in models.values():
         model.batcher.max_batch_rows = limits.max_batch_rows
         model.batcher.timeout_s = limits.infer_timeout_s
+        if metrics is not None:
+            model.batcher.on_batch = metrics.add_model(model.name, model.architecture, model.test_accuracy)
 
     def find(request: Request) -> Model:
         name = request.path_params["name"]
@@ -293,6 +310,10 @@ def create_app(models: dict[str, Model], limits: Limits | None = None) -> CloseE
     async def page(request: Request) -> Response:
         return HTMLResponse((STATIC / "index.html").read_text())
 
+    async def prometheus(request: Request) -> Response:
+        assert metrics is not None
+        return Response(metrics.exposition(), media_type=metrics.content_type)
+
     routes = [
         Route("/", page, methods=["GET"]),
         Route("/info", info, methods=["GET"]),
@@ -307,6 +328,8 @@ def create_app(models: dict[str, Model], limits: Limits | None = None) -> CloseE
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
     ]
+    if metrics is not None:
+        routes.append(Route(METRICS_PATH, prometheus, methods=["GET"]))
 
     async def protocol_error(request: Request, err: Exception) -> Response:
         assert isinstance(err, ProtocolError)
@@ -336,9 +359,14 @@ def create_app(models: dict[str, Model], limits: Limits | None = None) -> CloseE
         },
     )
     app.add_middleware(ConcurrencyCap, limit=limits.max_concurrency)
-    return CloseEarly(app)
+    if metrics is None:
+        return CloseEarly(app)
+    templates = {(r.endpoint, "{version}" in r.path): r.path for r in routes}
+    instrumented = Instrument(app, metrics, templates, (infer, classify), models, next(iter(models), ""))
+    return CloseEarly(instrumented)
 
 
+METRICS_PATH = "/metrics"  # on the main port, outside the concurrency cap: a scrape under load answers
 CLOSE_AFTER = frozenset({408, 413, 503})  # RFC 9110: the connection closes after these
 
 
@@ -385,7 +413,7 @@ class ConcurrencyCap:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit and scope["path"] != METRICS_PATH:
             busy = _error(f"the server is busy ({self.limit} requests in flight); retry shortly", 503)
             await busy(scope, receive, send)
             return

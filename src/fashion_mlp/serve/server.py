@@ -7,8 +7,11 @@ uvicorn parses HTTP and runs the app. ``Connection`` adds what it leaves out (re
   from Content-Length, a 408, a 503), closing at once makes the kernel reset the connection over the
   bytes nobody read, and the client gets ECONNRESET instead of the answer. So after such an answer we
   shut down our half (``write_eof``: the client reads the answer, then end of file), read and throw
-  away what the client still sends, and close when it closes, after ``linger_bytes`` or after
-  ``linger_s``, whichever comes first. This is nginx's lingering close and Go's ``closeWriteAndWait``.
+  away what the client still sends, and close when it closes. The linger is bounded by time only, as
+  nginx bounds it (``lingering_time``, ``lingering_timeout``): ``linger_s`` in all, and
+  ``linger_idle_s`` without a byte. Bytes thrown away cost no memory, so any body the client can send
+  within that time gets its answer (a byte cap broke the pipe of a 70 MB upload before it could read
+  its 413). This is nginx's lingering close and Go's ``closeWriteAndWait``.
 - **Deadlines that trickling cannot stretch.** An idle connection closes after ``keep_alive_s``; once a
   request's first byte arrives, its head must be complete within ``read_timeout_s`` (408 otherwise).
   uvicorn cancels its keep-alive timer on any byte and arms nothing in its place.
@@ -55,7 +58,7 @@ class Connection(HttpToolsProtocol):
         self.head_bytes = 0  # of the head so far, counted exactly in the callbacks
         self.raw_head_bytes = 0  # bytes received while a head stays incomplete, after its first chunk
         self.lingering = False
-        self.discarded = 0
+        self.linger_until = 0.0  # the loop's clock, past which a lingering connection closes
         self.lost = False
 
     # ---------------------------------------------------------------- the connection's life
@@ -74,10 +77,8 @@ class Connection(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:  # after an early answer: read, count and throw away
-            self.discarded += len(data)
-            if self.discarded > self.limits.linger_bytes:
-                self.hard_close()
+        if self.lingering:  # after an early answer: read and throw away, while the bytes keep coming
+            self.arm_linger()
             return
         if self.idle:  # the next request's first bytes: its head must all come within the read timeout
             self.idle = False
@@ -190,11 +191,20 @@ class Connection(HttpToolsProtocol):
         transport = self.socket_transport
         assert transport is not None
         self.lingering = True
-        self.arm(self.limits.linger_s, self.hard_close)
+        self.linger_until = self.loop.time() + self.limits.linger_s
+        self.arm_linger()
         self.flow.resume_reading()
         if transport.can_write_eof():
             transport.write_eof()  # after what is buffered: the client reads our answer, then end of file
         # the client's own end of file closes us: eof_received returns None
+
+    def arm_linger(self) -> None:
+        """Close after ``linger_idle_s`` without a byte, and at ``linger_until`` at the latest."""
+        left = self.linger_until - self.loop.time()
+        if left <= 0:
+            self.hard_close()
+        else:
+            self.arm(min(self.limits.linger_idle_s, left), self.hard_close)
 
     def hard_close(self) -> None:
         self._unset_keepalive_if_required()
@@ -224,17 +234,33 @@ class _Closer:
 
 
 def load_models(specs: list[str], log: Callable[[str], None]) -> dict[str, Model]:
-    """Each NAME=PATH, or PATH (named after its run folder), loaded and checked."""
+    """Each NAME=PATH, PATH (named after its run folder), or folder of checkpoints, loaded and checked."""
     models: dict[str, Model] = {}
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path_obj = Path(path)
-        name = name or (path_obj.parent.name if path_obj.parent.name else path_obj.stem)
-        if name in models:
-            raise InvalidValue(f"two models are named {name!r}; name them with NAME=PATH")
-        models[name] = load_model(name, path_obj)
-        log(f"model {name}: {path_obj} ({models[name].architecture})")
+        if path_obj.is_dir():
+            if name:
+                raise InvalidValue(f"{spec}: NAME= names one checkpoint, and {path} is a folder")
+            found = checkpoints_in(path_obj)
+        else:
+            found = [(name or (path_obj.parent.name if path_obj.parent.name else path_obj.stem), path_obj)]
+        for model_name, model_path in found:
+            if model_name in models:
+                raise InvalidValue(f"two models are named {model_name!r}; name them with NAME=PATH")
+            models[model_name] = load_model(model_name, model_path)
+            log(f"model {model_name}: {model_path} ({models[model_name].architecture})")
     return models
+
+
+def checkpoints_in(folder: Path) -> list[tuple[str, Path]]:
+    """A folder's checkpoints, each under its name: NAME.npz in it, and NAME/best.npz (a runs/ folder).
+    The layout KServe mounts at /mnt/models, and the one `train` writes under runs/."""
+    found = [(p.stem, p) for p in sorted(folder.glob("*.npz")) if p.is_file()]
+    found += [(p.parent.name, p) for p in sorted(folder.glob("*/best.npz")) if p.is_file()]
+    if not found:
+        raise InvalidValue(f"{folder}: no checkpoints in this folder (NAME.npz, or NAME/best.npz)")
+    return found
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -246,13 +272,25 @@ def listen(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host} port {port}: {err.strerror or err}") from None
 
 
-def serve(specs: list[str], host: str, port: int, limits: Limits, log: Callable[[str], None] = print) -> None:
+def serve(
+    specs: list[str],
+    host: str,
+    port: int,
+    limits: Limits,
+    log: Callable[[str], None] = print,
+    grace_s: float = 30.0,
+    metrics: bool = True,
+) -> None:
     """Load every checkpoint and serve them until SIGTERM or Ctrl-C. The first line logged after the
-    models names the address, with the port actually bound (``--port 0`` picks a free one)."""
+    models names the address, with the port actually bound (``--port 0`` picks a free one).
+
+    On SIGTERM or SIGINT, uvicorn closes the listening socket (new connections are refused), closes
+    idle connections, lets the requests in flight finish for up to ``grace_s``, cancels what is left,
+    and the process ends by the signal it got, as Kubernetes expects of a pod being replaced."""
     import uvicorn
 
     models = load_models(specs, log)
-    app = create_app(models, limits)
+    app = create_app(models, limits, with_metrics=metrics)
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     address = f"[{host}]" if ":" in host else host
@@ -264,7 +302,7 @@ def serve(specs: list[str], host: str, port: int, limits: Limits, log: Callable[
         timeout_keep_alive=int(max(1, limits.keep_alive_s)),  # ours arms its own timer, to the fraction
         log_level="info",
         access_log=True,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=grace_s,  # type: ignore[arg-type]  # uvicorn waits with asyncio.wait_for
         lifespan="off",
         ws="none",  # no WebSockets here: an Upgrade request is answered as plain HTTP
     )
