@@ -1,12 +1,19 @@
 """`make bench-serve`: our server against MLServer 1.7, the reference Python server of the protocol.
 
-Both serve the same checkpoint: ours through `fashion-mlp serve`, MLServer through the small custom
-runtime in benchmarks/mlserver_runtime.py, which calls our own nn.Inference, so that only the server
-differs. MLServer runs from its own virtual environment (.venv-mlserver), at its defaults and with
-adaptive batching on ("parallel_workers": 0 in both: MLServer 1.7.1's worker processes crash at start
-with the uvloop pip installs today). The load is `hey`, in its own process, against 127.0.0.1; each
-server runs in turn with the same request bodies: batch-1 JSON, batch-1 binary, batch-64 binary and
-(ours only) /classify with a 400x400 JPEG, at concurrency 1 and 32.
+Two checkpoints, each in a table of its own: the MLP (the newest runs/*/last.npz, or a 784-1024-1024-10
+with random weights) and the cnn preset's network (the newest convolutional runs/*/last.npz, or the
+preset's network with random weights: speed depends on shapes). Both servers serve the same checkpoint:
+ours through `fashion-mlp serve`, MLServer through the small custom runtime in
+benchmarks/mlserver_runtime.py, which calls our own nn.Inference, so that only the server differs.
+MLServer runs from its own virtual environment (.venv-mlserver), at its defaults and with adaptive
+batching on ("parallel_workers": 0 in both: MLServer 1.7.1's worker processes crash at start with the
+uvloop pip installs today). The load is `hey`, in its own process, against 127.0.0.1; each server runs
+in turn with the same request bodies, at concurrency 1 and 32: batch-1 JSON for both servers (MLServer
+1.7.1 answers the binary tensor extension with a 500), and for ours on the MLP also batch-1 and
+batch-64 binary and /classify with a 400x400 JPEG.
+
+Then the metrics' cost: ours with and without --no-metrics, batch-1 JSON at concurrency 1 and 32, in
+turns (five rounds, the order swapped each round), medians.
 
 Then a soak of ours: 100,000 requests at concurrency 32 with one in ten malformed (two `hey` processes
 at once, 29 connections sending good requests and 3 sending truncated JSON), counting statuses, and its
@@ -35,8 +42,10 @@ import numpy as np
 from PIL import Image
 
 from fashion_mlp import checkpoint, data
+from fashion_mlp.config import PRESETS
 from fashion_mlp.idx import read_idx
 from fashion_mlp.nn import MLP
+from fashion_mlp.train import build_model
 
 ROOT = Path(__file__).parent.parent
 MLSERVER_VENV = ROOT / ".venv-mlserver"
@@ -49,16 +58,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def the_checkpoint(given: Path | None, scratch: Path) -> Path:
-    """The newest run's last.npz, or a 784-1024-1024-10 with random weights (speed depends on shapes)."""
+def the_checkpoint(given: Path | None, scratch: Path, convolutional: bool) -> Path:
+    """The newest run's last.npz of the kind asked for, or that kind's network with random weights
+    (speed depends on shapes): 784-1024-1024-10, or the cnn preset's."""
     if given:
         return given
     runs = sorted(ROOT.glob("runs/*/last.npz"), key=lambda p: p.stat().st_mtime)
-    if runs:
-        return runs[-1]
+    for run in reversed(runs):
+        if checkpoint.load(run).model.describe().startswith("conv") == convolutional:
+            return run
     rng = np.random.default_rng(0)
-    path = scratch / "random.npz"
-    model = MLP([784, 1024, 1024, 10], rng, input_mean=rng.uniform(-1, 0, 784).astype(np.float32))
+    mean = rng.uniform(-1, 0, 784).astype(np.float32)
+    if convolutional:
+        model = build_model(PRESETS["cnn"], rng, mean)
+        path = scratch / "random-cnn.npz"
+    else:
+        model = MLP([784, 1024, 1024, 10], rng, input_mean=mean)
+        path = scratch / "random-mlp.npz"
     checkpoint.save(path, model, {"normalisation": data.NORMALISATION, "class_names": list(data.CLASS_NAMES)})
     return path
 
@@ -119,7 +135,7 @@ def wait_ready(url: str, process: subprocess.Popen, seconds: float = 120) -> Non
     raise RuntimeError(f"{url} did not become ready in {seconds} s")
 
 
-def start_ours(ckpt: Path, port: int) -> subprocess.Popen:
+def start_ours(ckpt: Path, port: int, *flags: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -131,6 +147,7 @@ def start_ours(ckpt: Path, port: int) -> subprocess.Popen:
             str(port),
             "--max-body-bytes",
             str(64 << 20),
+            *flags,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -181,14 +198,21 @@ def hey(url: str, body: Path, headers: dict[str, str], concurrency: int, request
     }
 
 
-def measure_server(name: str, process: subprocess.Popen, base: str, workloads: dict, requests: dict) -> dict:
+def measure_server(
+    name: str,
+    process: subprocess.Popen,
+    base: str,
+    workloads: dict,
+    requests: dict,
+    concurrencies: tuple[int, ...] = (1, 32),
+) -> dict:
     results = {}
     try:
         wait_ready(base + "/v2/health/ready", process)
         for workload, (body, headers) in workloads.items():
             url = base + ("/classify" if workload.startswith("/classify") else f"/v2/models/{MODEL}/infer")
             hey(url, body, headers, 8, 200)  # warm-up
-            for concurrency in (1, 32):
+            for concurrency in concurrencies:
                 row = hey(url, body, headers, concurrency, requests[concurrency])
                 results[f"{workload}, c{concurrency}"] = row
                 print(
@@ -201,6 +225,26 @@ def measure_server(name: str, process: subprocess.Popen, base: str, workloads: d
         except subprocess.TimeoutExpired:
             process.kill()
     return results
+
+
+def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int = 5) -> dict:
+    """Ours with metrics and with --no-metrics, batch-1 JSON, in turns; each side's median."""
+    json1 = {"batch-1 JSON": workloads["batch-1 JSON"]}
+    runs: dict[str, dict[str, list[float]]] = {"on": {}, "off": {}}
+    for round_ in range(rounds):
+        for side in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
+            port = free_port()
+            flags = () if side == "on" else ("--no-metrics",)
+            rows = measure_server(
+                f"metrics {side}", start_ours(ckpt, port, *flags), f"http://127.0.0.1:{port}", json1, requests
+            )
+            for key, row in rows.items():
+                runs[side].setdefault(key, []).append(row["requests_per_s"])
+    out = {}
+    for key in runs["on"]:
+        on, off = float(np.median(runs["on"][key])), float(np.median(runs["off"][key]))
+        out[key] = {"on": on, "off": off, "overhead": 1 - on / off, "runs": {s: runs[s][key] for s in runs}}
+    return out
 
 
 def rss_mb(pid: int) -> float:
@@ -266,26 +310,23 @@ def soak(ckpt: Path, scratch: Path, total: int) -> dict:
 
 
 def format_table(results: dict) -> str:
-    servers = list(results["servers"])
-    lines = [
-        f"{results['date']}; {results['cpus']} CPUs; {results['checkpoint']}; hey, requests/s (p50 / p99 ms)",
-        "",
-    ]
-    lines.append("| workload | " + " | ".join(servers) + " | ours / best MLServer |")
-    lines.append("|---|" + "---|" * (len(servers) + 1))
-    for key in results["servers"]["ours"]:
-        cells, best = [], 0.0
-        for server in servers:
-            row = results["servers"][server].get(key)
-            if row is None or row["statuses"].get(200, 0) == 0:
-                cells.append("—" if row is None else "refused")
-                continue
-            cells.append(f"{row['requests_per_s']:,.0f} ({row['p50_ms']:.1f} / {row['p99_ms']:.1f})")
-            if server != "ours":
-                best = max(best, row["requests_per_s"])
-        ours = results["servers"]["ours"][key]["requests_per_s"]
-        ratio = f"{ours / best:.2f}x" if best else "—"
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ratio} |")
+    lines = []
+    for model in results["models"].values():
+        lines += [
+            f"{results['date']}; {results['cpus']} CPUs; {model['checkpoint']} ({model['architecture']}); "
+            "hey, requests/s (p50 / p99 ms)",
+            "",
+            *server_rows(model["servers"]),
+            "",
+        ]
+    overhead = results.get("metrics_overhead")
+    if overhead:
+        lines.append("Metrics on against --no-metrics, batch-1 JSON, medians of 5 rounds in turns:")
+        for key, row in overhead.items():
+            lines.append(
+                f"- {key}: {row['on']:,.0f} against {row['off']:,.0f} requests/s, "
+                f"overhead {row['overhead']:+.1%}"
+            )
     s = results.get("soak")
     if s:
         lines += [
@@ -299,11 +340,34 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def server_rows(results: dict) -> list[str]:
+    servers = list(results)
+    lines = ["| workload | " + " | ".join(servers) + " | ours / best MLServer |"]
+    lines.append("|---|" + "---|" * (len(servers) + 1))
+    for key in results["ours"]:
+        cells, best = [], 0.0
+        for server in servers:
+            row = results[server].get(key)
+            if row is None or row["statuses"].get(200, 0) == 0:
+                cells.append("—" if row is None else "refused")
+                continue
+            cells.append(f"{row['requests_per_s']:,.0f} ({row['p50_ms']:.1f} / {row['p99_ms']:.1f})")
+            if server != "ours":
+                best = max(best, row["requests_per_s"])
+        ours = results["ours"][key]["requests_per_s"]
+        ratio = f"{ours / best:.2f}x" if best else "—"
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ratio} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, help="default: the newest runs/*/last.npz")
+    parser.add_argument("--checkpoint", type=Path, help="the MLP; default: the newest MLP runs/*/last.npz")
+    parser.add_argument(
+        "--cnn-checkpoint", type=Path, help="default: the newest convolutional runs/*/last.npz"
+    )
     parser.add_argument(
         "--requests", type=int, default=4000, help="requests per measurement at c32 (c1: a quarter)"
     )
@@ -312,32 +376,45 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve.json")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    ckpt = the_checkpoint(args.checkpoint, scratch)
+    checkpoints = {
+        "mlp": the_checkpoint(args.checkpoint, scratch, convolutional=False),
+        "cnn": the_checkpoint(args.cnn_checkpoint, scratch, convolutional=True),
+    }
     workloads = bodies(scratch)
     requests = {1: max(200, args.requests // 4), 32: args.requests}
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
-        "checkpoint": str(ckpt),
-        "servers": {},
+        "models": {},
     }
-    port = free_port()
-    results["servers"]["ours"] = measure_server(
-        "ours", start_ours(ckpt, port), f"http://127.0.0.1:{port}", workloads, requests
-    )
-    if not args.skip_mlserver:
-        if not (MLSERVER_VENV / "bin" / "mlserver").exists():
-            raise SystemExit(f"MLServer is not installed in {MLSERVER_VENV}: make bench-serve installs it")
-        protocol_only = {k: v for k, v in workloads.items() if not k.startswith("/classify")}
+    if not args.skip_mlserver and not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        raise SystemExit(f"MLServer is not installed in {MLSERVER_VENV}: make bench-serve installs it")
+    for kind, ckpt in checkpoints.items():
+        servers: dict = {}
+        results["models"][kind] = {
+            "checkpoint": str(ckpt),
+            "architecture": checkpoint.load(ckpt).model.describe(),
+            "servers": servers,
+        }
+        ours_workloads = workloads if kind == "mlp" else {k: v for k, v in workloads.items() if "JSON" in k}
+        port = free_port()
+        servers["ours"] = measure_server(
+            f"ours, {kind}", start_ours(ckpt, port), f"http://127.0.0.1:{port}", ours_workloads, requests
+        )
+        if args.skip_mlserver:
+            continue
+        # MLServer 1.7.1 answers binary tensor data with a 500: JSON only, and /classify is ours alone
+        protocol_only = {k: v for k, v in ours_workloads.items() if "JSON" in k}
         for batching in (False, True):
             name = "MLServer, adaptive batching" if batching else "MLServer"
             port = free_port()
             process = start_mlserver(ckpt, port, scratch, batching)
-            results["servers"][name] = measure_server(
-                name, process, f"http://127.0.0.1:{port}", protocol_only, requests
+            servers[name] = measure_server(
+                f"{name}, {kind}", process, f"http://127.0.0.1:{port}", protocol_only, requests
             )
+    results["metrics_overhead"] = metrics_overhead(checkpoints["mlp"], workloads, requests)
     if args.soak:
-        results["soak"] = soak(ckpt, scratch, args.soak)
+        results["soak"] = soak(checkpoints["mlp"], scratch, args.soak)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
 
