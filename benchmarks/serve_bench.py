@@ -7,13 +7,17 @@ ours through `fashion-mlp serve`, MLServer through the small custom runtime in
 benchmarks/mlserver_runtime.py, which calls our own nn.Inference, so that only the server differs.
 MLServer runs from its own virtual environment (.venv-mlserver), at its defaults and with adaptive
 batching on ("parallel_workers": 0 in both: MLServer 1.7.1's worker processes crash at start with the
-uvloop pip installs today). The load is `hey`, in its own process, against 127.0.0.1; each server runs
-in turn with the same request bodies, at concurrency 1 and 32: batch-1 JSON for both servers (MLServer
+uvloop pip installs today). The load is `hey`, in its own process, against 127.0.0.1, with the same
+request bodies for every server, at concurrency 1 and 32: batch-1 JSON for both servers (MLServer
 1.7.1 answers the binary tensor extension with a 500), and for ours on the MLP also batch-1 and
 batch-64 binary and /classify with a 400x400 JPEG.
 
-Then the metrics' cost: ours with and without --no-metrics, batch-1 JSON at concurrency 1 and 32, in
-turns (five rounds, the order swapped each round), medians.
+Every server of a table runs at once, and they are measured in turns: each round runs every workload at
+each concurrency on each server, one after the other, the order rotating each round; a cell is the median
+of its rounds (--rounds, 3).
+
+Then the metrics' cost: ours with and without --no-metrics, both running, batch-1 JSON at concurrency 1
+and 32, in turns (2 x rounds + 1), medians.
 
 Then a soak of ours: 100,000 requests at concurrency 32 with one in ten malformed (two `hey` processes
 at once, 29 connections sending good requests and 3 sending truncated JSON), counting statuses, and its
@@ -198,52 +202,85 @@ def hey(url: str, body: Path, headers: dict[str, str], concurrency: int, request
     }
 
 
-def measure_server(
-    name: str,
-    process: subprocess.Popen,
-    base: str,
-    workloads: dict,
-    requests: dict,
-    concurrencies: tuple[int, ...] = (1, 32),
-) -> dict:
-    results = {}
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
     try:
-        wait_ready(base + "/v2/health/ready", process)
-        for workload, (body, headers) in workloads.items():
-            url = base + ("/classify" if workload.startswith("/classify") else f"/v2/models/{MODEL}/infer")
-            hey(url, body, headers, 8, 200)  # warm-up
-            for concurrency in concurrencies:
-                row = hey(url, body, headers, concurrency, requests[concurrency])
-                results[f"{workload}, c{concurrency}"] = row
-                print(
-                    f"{name}: {workload} c{concurrency}: {row['requests_per_s']:.0f} req/s", file=sys.stderr
-                )
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def measure_in_turns(servers: dict[str, tuple], requests: dict, rounds: int) -> dict[str, dict]:
+    """Every server started at once, then measured in turns: each round runs each workload at each
+    concurrency on every server, one after the other, the servers' order rotating each round. Each
+    cell is the median of its rounds; the others wait idle meanwhile. ``servers`` maps a name to
+    (process, base URL, workloads)."""
+    samples: dict[str, dict[str, list[dict]]] = {name: {} for name in servers}
+    try:
+        for process, base, workloads in servers.values():
+            wait_ready(base + "/v2/health/ready", process)
+            for workload, (body, headers) in workloads.items():
+                hey(_url(base, workload), body, headers, 8, 200)  # warm-up
+        keys = list(dict.fromkeys(w for _, _, workloads in servers.values() for w in workloads))
+        names = list(servers)
+        for round_ in range(rounds):
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for workload in keys:
+                for concurrency in (1, 32):
+                    for name in order:
+                        process, base, workloads = servers[name]
+                        if workload not in workloads:
+                            continue
+                        body, headers = workloads[workload]
+                        row = hey(_url(base, workload), body, headers, concurrency, requests[concurrency])
+                        samples[name].setdefault(f"{workload}, c{concurrency}", []).append(row)
+                        print(
+                            f"round {round_ + 1}: {name}: {workload} c{concurrency}: "
+                            f"{row['requests_per_s']:.0f} req/s",
+                            file=sys.stderr,
+                        )
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return results
+        for process, _, _ in servers.values():
+            stop(process)
+    return {name: {key: _median_row(rows) for key, rows in cells.items()} for name, cells in samples.items()}
 
 
-def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int = 5) -> dict:
-    """Ours with metrics and with --no-metrics, batch-1 JSON, in turns; each side's median."""
+def _url(base: str, workload: str) -> str:
+    return base + ("/classify" if workload.startswith("/classify") else f"/v2/models/{MODEL}/infer")
+
+
+def _median_row(rows: list[dict]) -> dict:
+    statuses: dict[int, int] = {}
+    for row in rows:
+        for code, n in row["statuses"].items():
+            statuses[code] = statuses.get(code, 0) + n
+    return {
+        "requests_per_s": float(np.median([r["requests_per_s"] for r in rows])),
+        "p50_ms": float(np.median([r["p50_ms"] for r in rows])),
+        "p99_ms": float(np.median([r["p99_ms"] for r in rows])),
+        "statuses": statuses,
+        "rounds": [r["requests_per_s"] for r in rows],
+    }
+
+
+def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int) -> dict:
+    """Ours with metrics and with --no-metrics, both running, batch-1 JSON, in turns; medians."""
     json1 = {"batch-1 JSON": workloads["batch-1 JSON"]}
-    runs: dict[str, dict[str, list[float]]] = {"on": {}, "off": {}}
-    for round_ in range(rounds):
-        for side in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
-            port = free_port()
-            flags = () if side == "on" else ("--no-metrics",)
-            rows = measure_server(
-                f"metrics {side}", start_ours(ckpt, port, *flags), f"http://127.0.0.1:{port}", json1, requests
-            )
-            for key, row in rows.items():
-                runs[side].setdefault(key, []).append(row["requests_per_s"])
+    servers = {}
+    for side, flags in (("on", ()), ("off", ("--no-metrics",))):
+        port = free_port()
+        servers[side] = (start_ours(ckpt, port, *flags), f"http://127.0.0.1:{port}", json1)
+    rows = measure_in_turns(servers, requests, rounds)
     out = {}
-    for key in runs["on"]:
-        on, off = float(np.median(runs["on"][key])), float(np.median(runs["off"][key]))
-        out[key] = {"on": on, "off": off, "overhead": 1 - on / off, "runs": {s: runs[s][key] for s in runs}}
+    for key in rows["on"]:
+        on, off = rows["on"][key], rows["off"][key]
+        out[key] = {
+            "on": on["requests_per_s"],
+            "off": off["requests_per_s"],
+            "overhead": 1 - on["requests_per_s"] / off["requests_per_s"],
+            "p99_ms": {"on": on["p99_ms"], "off": off["p99_ms"]},
+            "rounds": {"on": on["rounds"], "off": off["rounds"]},
+        }
     return out
 
 
@@ -286,8 +323,7 @@ def soak(ckpt: Path, scratch: Path, total: int) -> dict:
         after = rss_mb(process.pid)
         alive = urllib.request.urlopen(base + "/v2/health/live", timeout=5).status == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+        stop(process)
     statuses: dict[int, int] = {}
     for text in texts:
         for code, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", text):
@@ -321,11 +357,14 @@ def format_table(results: dict) -> str:
         ]
     overhead = results.get("metrics_overhead")
     if overhead:
-        lines.append("Metrics on against --no-metrics, batch-1 JSON, medians of 5 rounds in turns:")
+        lines.append(
+            "Metrics on against --no-metrics, both running, batch-1 JSON, medians of rounds in turns:"
+        )
         for key, row in overhead.items():
             lines.append(
                 f"- {key}: {row['on']:,.0f} against {row['off']:,.0f} requests/s, "
-                f"overhead {row['overhead']:+.1%}"
+                f"overhead {row['overhead']:+.1%}; p99 {row['p99_ms']['on']:.1f} against "
+                f"{row['p99_ms']['off']:.1f} ms"
             )
     s = results.get("soak")
     if s:
@@ -371,6 +410,7 @@ def main() -> None:
     parser.add_argument(
         "--requests", type=int, default=4000, help="requests per measurement at c32 (c1: a quarter)"
     )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of turns; each cell is their median")
     parser.add_argument("--soak", type=int, default=100_000, help="requests of the soak (0: none)")
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve.json")
@@ -390,29 +430,25 @@ def main() -> None:
     if not args.skip_mlserver and not (MLSERVER_VENV / "bin" / "mlserver").exists():
         raise SystemExit(f"MLServer is not installed in {MLSERVER_VENV}: make bench-serve installs it")
     for kind, ckpt in checkpoints.items():
-        servers: dict = {}
+        ours_workloads = workloads if kind == "mlp" else {k: v for k, v in workloads.items() if "JSON" in k}
+        port = free_port()
+        servers = {"ours": (start_ours(ckpt, port), f"http://127.0.0.1:{port}", ours_workloads)}
+        if not args.skip_mlserver:
+            # MLServer 1.7.1 answers binary tensor data with a 500: JSON only; /classify is ours alone
+            protocol_only = {k: v for k, v in ours_workloads.items() if "JSON" in k}
+            for batching in (False, True):
+                port = free_port()
+                name = "MLServer, adaptive batching" if batching else "MLServer"
+                process = start_mlserver(ckpt, port, scratch, batching)
+                servers[name] = (process, f"http://127.0.0.1:{port}", protocol_only)
         results["models"][kind] = {
             "checkpoint": str(ckpt),
             "architecture": checkpoint.load(ckpt).model.describe(),
-            "servers": servers,
+            "servers": measure_in_turns(servers, requests, args.rounds),
         }
-        ours_workloads = workloads if kind == "mlp" else {k: v for k, v in workloads.items() if "JSON" in k}
-        port = free_port()
-        servers["ours"] = measure_server(
-            f"ours, {kind}", start_ours(ckpt, port), f"http://127.0.0.1:{port}", ours_workloads, requests
-        )
-        if args.skip_mlserver:
-            continue
-        # MLServer 1.7.1 answers binary tensor data with a 500: JSON only, and /classify is ours alone
-        protocol_only = {k: v for k, v in ours_workloads.items() if "JSON" in k}
-        for batching in (False, True):
-            name = "MLServer, adaptive batching" if batching else "MLServer"
-            port = free_port()
-            process = start_mlserver(ckpt, port, scratch, batching)
-            servers[name] = measure_server(
-                f"{name}, {kind}", process, f"http://127.0.0.1:{port}", protocol_only, requests
-            )
-    results["metrics_overhead"] = metrics_overhead(checkpoints["mlp"], workloads, requests)
+    results["metrics_overhead"] = metrics_overhead(
+        checkpoints["mlp"], workloads, requests, 2 * args.rounds + 1
+    )
     if args.soak:
         results["soak"] = soak(checkpoints["mlp"], scratch, args.soak)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -166,8 +166,9 @@ class Batcher:
                     # In a thread, so that the event loop goes on reading the requests that will form the
                     # next batch. (Run on the loop instead, a lone request at concurrency 1 was 10-25%
                     # faster, but concurrency 32 lost as much.)
-                    one_thread = len(batch) > 1 and len(stacked) <= ONE_THREAD_ROWS
-                    probabilities = await asyncio.to_thread(self._predict, stacked, one_thread)
+                    probabilities = await asyncio.to_thread(
+                        self._predict, stacked, len(stacked) <= ONE_THREAD_ROWS
+                    )
                 except Exception as err:  # a bug of ours: reported to each request of the batch
                     _resolve(batch, err)
                     continue
@@ -182,13 +183,13 @@ class Batcher:
             self.waiting.clear()
 
 
-# A small product made of several requests runs on one BLAS thread: the requests are many and small, so
-# the event loop, parsing the next ones, is the bottleneck, and a second BLAS thread (which spins while
-# it waits for work) takes the core it needs. The cnn preset's network at concurrency 32, batch-1 JSON,
-# answered 2,188 requests/s with a p99 of 27.1 ms, against 2,024 and 31.6 ms with both threads (medians
-# of 6 in turns, 2026-12-05), though its product alone is 1.5x faster on two. A lone request (the
-# latency at concurrency 1), or a product of more rows, keeps every thread.
-ONE_THREAD_ROWS = 64
+# A small product runs on one BLAS thread. OpenBLAS's second thread spins for a while after each product,
+# waiting for the next, and takes the core that the event loop (and, on one machine, the client) needs
+# to read the next requests. On 784-1024-1024-10, batch-1 JSON, in turns (2026-12-05, 5 rounds):
+# concurrency 1, 1,338 requests/s with a p99 of 0.9 ms, against 1,040 and 4.2 ms with both threads;
+# concurrency 32, 3,259 against 2,954. A product of more than 32 rows keeps both threads: a lone request
+# of 64 rows was answered at 456 requests/s with both, 294 with one.
+ONE_THREAD_ROWS = 32
 
 
 @functools.cache
