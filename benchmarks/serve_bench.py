@@ -151,6 +151,7 @@ def start_ours(ckpt: Path, port: int, *flags: str) -> subprocess.Popen:
             str(port),
             "--max-body-bytes",
             str(64 << 20),
+            "--no-access-log",  # as MLServer at its defaults ("debug": false): no line a request
             *flags,
         ],
         stdout=subprocess.DEVNULL,

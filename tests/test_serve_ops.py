@@ -74,13 +74,20 @@ def test_metrics_count_by_route_status_and_model_and_bound_their_labels(small_ru
     assert value(samples, "process_resident_memory_bytes") > 10 << 20
 
 
-def test_without_metrics_there_is_no_metrics_route(small_run):
-    server = Server(small_run / "best.npz", "--no-metrics")
+def test_without_metrics_there_is_no_metrics_route_and_without_the_access_log_no_line(small_run):
+    server = Server(small_run / "best.npz", "--no-metrics", "--no-access-log")
     try:
         assert post(server.url + INFER, infer_body())[0] == 200
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(server.url + "/metrics", timeout=30)
         assert caught.value.code == 404 and "no route /metrics" in json.loads(caught.value.read())["error"]
+    finally:
+        server.stop()
+    assert not [line for line in server.lines if "POST /v2/models" in line], server.lines
+    server = Server(small_run / "best.npz")  # the access log is on unless told
+    try:
+        assert post(server.url + INFER, infer_body())[0] == 200
+        wait_for(lambda: [line for line in server.lines if "POST /v2/models/small/infer" in line], "its line")
     finally:
         server.stop()
 

@@ -363,5 +363,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lambda m: print(m, flush=True),
         grace_s=args.grace_seconds,
         metrics=args.metrics,
+        access_log=args.access_log,
     )
     return 0

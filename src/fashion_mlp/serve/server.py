@@ -280,6 +280,7 @@ def serve(
     log: Callable[[str], None] = print,
     grace_s: float = 30.0,
     metrics: bool = True,
+    access_log: bool = True,
 ) -> None:
     """Load every checkpoint and serve them until SIGTERM or Ctrl-C. The first line logged after the
     models names the address, with the port actually bound (``--port 0`` picks a free one).
@@ -301,7 +302,7 @@ def serve(
         http=functools.partial(Connection, limits=limits),  # type: ignore[arg-type]
         timeout_keep_alive=int(max(1, limits.keep_alive_s)),  # ours arms its own timer, to the fraction
         log_level="info",
-        access_log=True,
+        access_log=access_log,
         timeout_graceful_shutdown=grace_s,  # type: ignore[arg-type]  # uvicorn waits with asyncio.wait_for
         lifespan="off",
         ws="none",  # no WebSockets here: an Upgrade request is answered as plain HTTP
