@@ -285,6 +285,46 @@ def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int) -
     return out
 
 
+def middleware_cost_us(n: int = 20_000, rounds: int = 7) -> float:
+    """What the metrics' middleware adds to a request, in microseconds, in this process: an answered
+    request through ``Instrument`` against the same app alone (the median of rounds, in turns)."""
+    import asyncio
+
+    from fashion_mlp.serve.metrics import Instrument, Metrics
+
+    async def endpoint() -> None: ...
+
+    async def app(scope: dict, receive, send) -> None:
+        scope.update(endpoint=endpoint, path_params={"name": MODEL})  # as the router sets them
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    metrics = Metrics("1")
+    metrics.add_model(MODEL, "784-10", None)
+    instrumented = Instrument(
+        app, metrics, {(endpoint, False): "/v2/models/{name}/infer"}, [endpoint], [MODEL], MODEL
+    )
+
+    async def per_request(target) -> float:
+        scope = {"type": "http", "method": "POST", "path": f"/v2/models/{MODEL}/infer", "query_string": b""}
+        started = time.perf_counter()
+        for _ in range(n):
+            await target(dict(scope), receive, send)
+        return (time.perf_counter() - started) / n * 1e6
+
+    async def measure() -> float:
+        costs = [await per_request(instrumented) - await per_request(app) for _ in range(rounds)]
+        return float(np.median(costs))
+
+    return asyncio.run(measure())
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS"):
@@ -367,6 +407,8 @@ def format_table(results: dict) -> str:
                 f"overhead {row['overhead']:+.1%}; p99 {row['p99_ms']['on']:.1f} against "
                 f"{row['p99_ms']['off']:.1f} ms"
             )
+        cost = results["metrics_middleware_us"]
+        lines.append(f"- the middleware's own cost, measured in one process: {cost:.1f} us a request")
     s = results.get("soak")
     if s:
         lines += [
@@ -412,6 +454,13 @@ def main() -> None:
         "--requests", type=int, default=4000, help="requests per measurement at c32 (c1: a quarter)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of turns; each cell is their median")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["tables", "metrics", "soak"],
+        default=["tables", "metrics", "soak"],
+        help="what to run (default: all three)",
+    )
     parser.add_argument("--soak", type=int, default=100_000, help="requests of the soak (0: none)")
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve.json")
@@ -430,7 +479,7 @@ def main() -> None:
     }
     if not args.skip_mlserver and not (MLSERVER_VENV / "bin" / "mlserver").exists():
         raise SystemExit(f"MLServer is not installed in {MLSERVER_VENV}: make bench-serve installs it")
-    for kind, ckpt in checkpoints.items():
+    for kind, ckpt in checkpoints.items() if "tables" in args.parts else ():
         ours_workloads = workloads if kind == "mlp" else {k: v for k, v in workloads.items() if "JSON" in k}
         port = free_port()
         servers = {"ours": (start_ours(ckpt, port), f"http://127.0.0.1:{port}", ours_workloads)}
@@ -447,10 +496,12 @@ def main() -> None:
             "architecture": checkpoint.load(ckpt).model.describe(),
             "servers": measure_in_turns(servers, requests, args.rounds),
         }
-    results["metrics_overhead"] = metrics_overhead(
-        checkpoints["mlp"], workloads, requests, 2 * args.rounds + 1
-    )
-    if args.soak:
+    if "metrics" in args.parts:
+        results["metrics_overhead"] = metrics_overhead(
+            checkpoints["mlp"], workloads, requests, 5 * args.rounds
+        )
+        results["metrics_middleware_us"] = middleware_cost_us()
+    if args.soak and "soak" in args.parts:
         results["soak"] = soak(checkpoints["mlp"], scratch, args.soak)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
