@@ -128,6 +128,15 @@ class Prometheus:
             return found and f"http://{found.group(1)}"
 
         self.url = wait_for(listening, "prometheus to listen")
+        wait_for(self.ready, "prometheus to be ready", 120)  # it listens first, answering 503 until then
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=30) as answer:
+                return answer.status == 200
+        except urllib.error.HTTPError as err:
+            assert err.code == 503, err  # "Service Unavailable" while its storage opens
+            return False
 
     def query(self, promql: str) -> float | None:
         """An instant query's single value, or None while it has none."""
