@@ -127,8 +127,12 @@ class Prometheus:
             found = re.search(r'msg="Listening on" address=(127\.0\.0\.1:\d+)', self.log.read_text())
             return found and f"http://{found.group(1)}"
 
-        self.url = wait_for(listening, "prometheus to listen")
-        wait_for(self.ready, "prometheus to be ready", 120)  # it listens first, answering 503 until then
+        try:
+            self.url = wait_for(listening, "prometheus to listen")
+            wait_for(self.ready, "prometheus to be ready", 120)  # it listens first, answering 503 until then
+        except BaseException:
+            self.stop()  # no prometheus left running after a failed start
+            raise
 
     def ready(self) -> bool:
         try:
