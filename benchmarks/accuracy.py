@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import kernel
 from fashion_mlp import data
 from fashion_mlp.config import PRESETS
 from fashion_mlp.evaluation import evaluate
@@ -223,6 +224,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "accuracy.json")
     parser.add_argument("--only", help="measure only the rows whose name contains this (e.g. cnn)")
     args = parser.parse_args()
+    kernel.use_the_users_kernel()
+    the_kernel = kernel.describe()
+    print(kernel.line(the_kernel), flush=True)
     split = {name: (config.val_size, config.split_seed) for name, config in PRESETS.items()}
     report_split = data.load(None, *split["report"], allow_download=False)
     held_out = data.load(None, *split["validation"], allow_download=False)
@@ -265,6 +269,8 @@ def main() -> None:
             compare(results, mine, theirs)
     if args.out.exists() and args.only:  # a partial run updates its rows, keeping the others
         results = {**json.loads(args.out.read_text()), **results}
+    for name in rows:
+        results[name]["kernel"] = the_kernel
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 

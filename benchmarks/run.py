@@ -35,7 +35,9 @@ from fashion_mlp.train import train
 sys.path.insert(0, str(Path(__file__).parent))
 import cnn
 import floor
+import history
 import inference
+import kernel
 import peers
 from turns import MATMUL_N, interleaved_epoch_seconds, matmul_products
 
@@ -110,7 +112,11 @@ def main() -> None:
     parser.add_argument("--skip-cnn", action="store_true", help="leave out the cnn preset's network")
     parser.add_argument("--cnn-epochs", type=int, default=3, help="timed epochs of the CNN (median taken)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    parser.add_argument(
+        "--no-history", action="store_true", help="do not append this run to benchmarks/history.jsonl"
+    )
     args = parser.parse_args()
+    kernel.use_the_users_kernel()
 
     dataset = data.load(allow_download=False)
     x, y = dataset.train.x, dataset.train.y
@@ -119,6 +125,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
         "package_version": __version__,
+        "kernel": kernel.describe(),
         "batch_size": BATCH,
         "train_samples": n,
         "networks": {},
@@ -173,11 +180,14 @@ def main() -> None:
     results["inference"] = inference.measure(peers=peers_at_inference)
     results["train_peak_rss_mb"], results["train_wall_s"] = peak_train_memory_mb()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if not args.no_history:
+        history.append(results)
     print(format_table(results))
 
 
 def format_table(results: dict) -> str:
     lines = [
+        kernel.line(results["kernel"]) if "kernel" in results else "kernel: not recorded",
         f"{results.get('date', 'undated')}; {results['machine']['cpus']} CPUs; "
         f"batch {results['batch_size']}; matmul: NumPy's own "
         f"{MATMUL_N}^3 float32 product, measured in turn with the training epochs",

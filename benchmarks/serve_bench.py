@@ -51,6 +51,9 @@ from fashion_mlp.idx import read_idx
 from fashion_mlp.nn import MLP
 from fashion_mlp.train import build_model
 
+sys.path.insert(0, str(Path(__file__).parent))
+import kernel
+
 ROOT = Path(__file__).parent.parent
 MLSERVER_VENV = ROOT / ".venv-mlserver"
 MODEL = "fashion"
@@ -387,7 +390,7 @@ def soak(ckpt: Path, scratch: Path, total: int) -> dict:
 
 
 def format_table(results: dict) -> str:
-    lines = []
+    lines = [kernel.line(results["kernel"]), ""] if "kernel" in results else []
     for model in results["models"].values():
         lines += [
             f"{results['date']}; {results['cpus']} CPUs; {model['checkpoint']} ({model['architecture']}); "
@@ -465,6 +468,7 @@ def main() -> None:
     parser.add_argument("--skip-mlserver", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve.json")
     args = parser.parse_args()
+    kernel.use_the_users_kernel()
     scratch = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     checkpoints = {
         "mlp": the_checkpoint(args.checkpoint, scratch, convolutional=False),
@@ -475,6 +479,7 @@ def main() -> None:
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
+        "kernel": kernel.describe(),
         "models": {},
     }
     if not args.skip_mlserver and not (MLSERVER_VENV / "bin" / "mlserver").exists():

@@ -38,6 +38,9 @@ from sklearn.preprocessing import StandardScaler
 from fashion_mlp import data
 from fashion_mlp.sklearn import MLPClassifier as OurMLP
 
+sys.path.insert(0, str(Path(__file__).parent))
+import kernel
+
 DATASETS = {  # hidden layers, batch size, epochs
     "fashion-mnist": ((256, 256), 128, 10),
     "digits": ((128,), 32, 30),
@@ -140,6 +143,7 @@ def format_tables(results: dict) -> str:
     m = inc["median"]
     lines = [
         f"{results['date']}; {results['cpus']} CPUs; medians of {results['seeds']} seeds",
+        kernel.line(results["kernel"]),
         "",
         f"Incremental, Fashion-MNIST in {inc['block']:,}-row blocks, 256-256, scikit-learn's defaults:",
         "",
@@ -184,8 +188,10 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=6000, help="rows per block (default 6,000)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "sklearn.json")
     args = parser.parse_args()
+    kernel.use_the_users_kernel()
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "kernel": kernel.describe(),
         "cpus": os.cpu_count(),
         "seeds": args.seeds,
         "incremental": measure_incremental(args.seeds, args.passes, args.block),
