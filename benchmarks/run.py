@@ -176,7 +176,9 @@ def main() -> None:
             data.load(allow_download=False, val_size=0), args.cnn_epochs, not args.skip_peers
         )
         print("measured the CNN", file=sys.stderr)
-    peers_at_inference = ("ours", "model") if args.skip_peers else ("ours", "model", "onnxruntime", "pytorch")
+    peers_at_inference = ("ours", "model", "floor")
+    if not args.skip_peers:
+        peers_at_inference += ("onnxruntime", "pytorch")
     results["inference"] = inference.measure(peers=peers_at_inference)
     results["train_peak_rss_mb"], results["train_wall_s"] = peak_train_memory_mb()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
