@@ -54,4 +54,5 @@ def test_the_whole_check_passes_in_this_environment_and_names_its_kernel():
     assert kernel.check() == []
     described = kernel.describe(matmul=123.0)
     assert described["library"] == "openblas" and described["architecture"] and described["threads"] >= 1
+    assert " family " in described["processor"] and " model " in described["processor"]
     assert kernel.line(described).startswith(f"kernel: openblas {described['version']} ")
