@@ -184,6 +184,42 @@ def products_alone(network: Network, x: np.ndarray, rounds: int = 20) -> float:
     return statistics.median(times[3:])
 
 
+def inference_products(network: Network) -> Any:
+    """The floor of an answer: the matrix products our inference does, alone, into preallocated
+    outputs. Rows are answered ``network.chunk`` at a time, so a batch's products are each chunk's:
+    per convolution its im2col product, per fully connected layer its product."""
+    operands: dict[int, list] = {}  # rows of a chunk -> its products' operands
+    rng = np.random.default_rng(2)
+
+    def for_rows(n: int) -> list:
+        if n not in operands:
+            shapes, h = [], np.zeros((n, 784), np.float32)
+            for layer in network.layers:
+                if isinstance(layer, Conv2d):
+                    rows, hh, ww, c = h.shape
+                    shapes.append((rows * hh * ww, layer.kernel**2 * c, layer.out_channels))
+                elif isinstance(layer, Linear):
+                    shapes.append((h.shape[0], h.shape[1], layer.out_features))
+                h = layer.forward(h, training=False)
+            operands[n] = [
+                (
+                    rng.standard_normal((m, k), dtype=np.float32),
+                    rng.standard_normal((k, f), dtype=np.float32),
+                    np.empty((m, f), np.float32),
+                )
+                for m, k, f in shapes
+            ]
+        return operands[n]
+
+    def run(x: np.ndarray) -> None:
+        chunk = network.chunk
+        for start in range(0, len(x), chunk):
+            for a, b, out in for_rows(min(chunk, len(x) - start)):
+                np.matmul(a, b, out=out)
+
+    return run
+
+
 def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -> dict[str, dict[str, float]]:
     """{batch: {peer: median seconds a call}} for the network (random weights: the speed depends on
     the shapes alone), through both doors and ONNX Runtime, after checking that they answer alike."""
@@ -199,6 +235,7 @@ def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -
         "inference": Inference(network, **data.NORMALISATION).predict_proba,
         "model": network.predict_proba,
         "onnxruntime": onnxruntime_peer(network),
+        "products": inference_products(network),
     }
     given = {"model": data.normalise}
     pixels = np.random.default_rng(1).uniform(0, 255, (max(BATCHES), 784)).astype(np.float32)
@@ -207,9 +244,13 @@ def inference(conv: tuple[int, ...], hidden: tuple[int, ...], rounds: int = 5) -
     for batch in BATCHES:
         x = {peer: np.ascontiguousarray(given.get(peer, lambda v: v)(pixels[:batch])) for peer in runners}
         for peer, run in runners.items():
-            answer = run(given.get(peer, lambda v: v)(pixels[:300]))
-            np.testing.assert_allclose(answer, reference, rtol=1e-4, atol=1e-5)
+            if peer != "products":  # the floor answers nothing
+                answer = run(given.get(peer, lambda v: v)(pixels[:300]))
+                np.testing.assert_allclose(answer, reference, rtol=1e-4, atol=1e-5)
         results[str(batch)] = in_turns(runners, x, rounds)
+        results[str(batch)]["model_over_products"] = (
+            results[str(batch)]["model"] / results[str(batch)]["products"]
+        )
     return results
 
 
@@ -258,6 +299,12 @@ def format_result(result: dict[str, Any]) -> str:
             f"  inference, batch {int(batch):,}: Checkpoint.inference() {row['inference'] * 1e3:.2f} ms "
             f"({ort / row['inference']:.2f}x ONNX Runtime), model.predict_proba {row['model'] * 1e3:.2f} ms "
             f"({ort / row['model']:.2f}x), ONNX Runtime {ort * 1e3:.2f} ms"
+            + (
+                f"; its products alone {row['products'] * 1e3:.2f} ms "
+                f"(predict_proba {row['model_over_products']:.2f}x them)"
+                if "products" in row
+                else ""
+            )
         )
     return "\n".join(lines)
 

@@ -23,6 +23,13 @@ def record(results: dict) -> dict:
         figures[name] = {k: row[k] for k in (*MLP_FIGURES, "matmul_gflops") if k in row}
     if "cnn" in results:
         figures["cnn"] = {k: results["cnn"][k] for k in CNN_FIGURES if k in results["cnn"]}
+        for batch, row in results["cnn"].get("inference_s", {}).items():
+            if "onnxruntime" in row:
+                figures["cnn"][f"inference batch {batch} model_vs_onnxruntime"] = (
+                    row["onnxruntime"] / row["model"]
+                )
+            if "model_over_products" in row:
+                figures["cnn"][f"inference batch {batch} model_over_products"] = row["model_over_products"]
     for name, batches in results.get("inference", {}).items():
         figures.setdefault(f"inference {name}", {}).update(
             {
