@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -174,12 +175,22 @@ def processor() -> str:
     return f"{name}, family {family} model {model}"
 
 
+def numpys_blas(libraries: list[dict]) -> dict:
+    """NumPy's BLAS among threadpoolctl's libraries: the one our maths runs on. SciPy, which
+    scikit-learn and dask import, brings its own OpenBLAS (another version, in ``scipy.libs``), and
+    threadpoolctl may list it first."""
+    blas = [lib for lib in libraries if lib.get("user_api") == "blas"]
+    for lib in blas:
+        if Path(lib.get("filepath", "")).parent.name.startswith("numpy"):
+            return lib
+    return blas[0] if blas else {}
+
+
 def describe(matmul: float | None = None) -> dict:
     """The kernel this process runs on, for a benchmark's results and the head of its tables."""
     from threadpoolctl import threadpool_info
 
-    blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
-    lib = blas[0] if blas else {}
+    lib = numpys_blas(threadpool_info())
     return {
         "library": lib.get("internal_api", "unknown"),
         "version": lib.get("version"),

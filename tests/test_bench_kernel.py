@@ -56,3 +56,31 @@ def test_the_whole_check_passes_in_this_environment_and_names_its_kernel():
     assert described["library"] == "openblas" and described["architecture"] and described["threads"] >= 1
     assert " family " in described["processor"] and " model " in described["processor"]
     assert kernel.line(described).startswith(f"kernel: openblas {described['version']} ")
+
+
+def test_the_kernel_named_is_numpys_even_where_scipys_is_listed_first():
+    scipys = {
+        "user_api": "blas",
+        "filepath": "/venv/site-packages/scipy.libs/libscipy_openblas-6c.so",
+        "version": "0.3.30",
+    }
+    numpys = {
+        "user_api": "blas",
+        "filepath": "/venv/site-packages/numpy.libs/libscipy_openblas64_-32.so",
+        "version": "0.3.31",
+    }
+    openmp = {"user_api": "openmp", "filepath": "/usr/lib/libgomp.so.1", "version": None}
+    assert kernel.numpys_blas([openmp, scipys, numpys]) is numpys
+    assert kernel.numpys_blas([scipys]) is scipys  # no NumPy's among them: the first BLAS, not nothing
+    assert kernel.numpys_blas([openmp]) == {}
+
+
+def test_in_this_process_the_kernel_named_is_the_one_numpy_loaded():
+    pytest.importorskip("scipy.linalg")  # loads SciPy's own OpenBLAS beside NumPy's
+    from threadpoolctl import threadpool_info
+
+    libraries = threadpool_info()
+    if not any(Path(lib["filepath"]).parent.name == "numpy.libs" for lib in libraries):
+        pytest.skip("this NumPy is not a wheel with its own OpenBLAS")
+    named = kernel.numpys_blas(libraries)
+    assert Path(named["filepath"]).parent.name.startswith("numpy"), named
