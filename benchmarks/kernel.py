@@ -3,7 +3,8 @@
 This project's build machines set ``OPENBLAS_CORETYPE=Haswell`` and ``OPENBLAS_L2_SIZE=512``, a
 workaround for old OpenBLAS builds. With them, OpenBLAS runs its AVX2 (Haswell) kernels; a user's
 machine sets neither, and OpenBLAS then picks what its processor supports (SkylakeX, with AVX-512, on
-this AMD EPYC), about twice as fast. PyTorch and ONNX Runtime choose their own kernels and read neither.
+these AMD EPYCs): twice as fast on a Zen 5 host, no faster on a Zen 4 (docs/speed.md). PyTorch and
+ONNX Runtime choose their own kernels and read neither.
 So every benchmark first calls ``use_the_users_kernel()``:
 
 1. where neither variable is set, there is nothing to do: the kernel is already the user's;

@@ -16,8 +16,10 @@ Every server of a table runs at once, and they are measured in turns: each round
 each concurrency on each server, one after the other, the order rotating each round; a cell is the median
 of its rounds (--rounds, 3).
 
-Then the metrics' cost: ours with and without --no-metrics, both running, batch-1 JSON at concurrency 1
-and 32, in turns (2 x rounds + 1), medians.
+Then the metrics' cost: ours with and without --no-metrics, and a second server with metrics as the
+control, batch-1 JSON at concurrency 1 and 32, in turns, all three started afresh each round (5 x
+rounds), medians; with the CPU time each server used a request, which the load generator sharing the
+cores disturbs far less than the throughput.
 
 Then a soak of ours: 100,000 requests at concurrency 32 with one in ten malformed (two `hey` processes
 at once, 29 connections sending good requests and 3 sending truncated JSON), counting statuses, and its
@@ -206,6 +208,12 @@ def hey(url: str, body: Path, headers: dict[str, str], concurrency: int, request
     }
 
 
+def cpu_seconds(process: subprocess.Popen) -> float:
+    """The CPU time a server has used so far, all its threads, user and system (Linux's /proc)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -236,7 +244,10 @@ def measure_in_turns(servers: dict[str, tuple], requests: dict, rounds: int) -> 
                         if workload not in workloads:
                             continue
                         body, headers = workloads[workload]
+                        cpu = cpu_seconds(process)
                         row = hey(_url(base, workload), body, headers, concurrency, requests[concurrency])
+                        answered = sum(row["statuses"].values())
+                        row["server_cpu_us"] = 1e6 * (cpu_seconds(process) - cpu) / max(answered, 1)
                         samples[name].setdefault(f"{workload}, c{concurrency}", []).append(row)
                         print(
                             f"round {round_ + 1}: {name}: {workload} c{concurrency}: "
@@ -262,28 +273,52 @@ def _median_row(rows: list[dict]) -> dict:
         "requests_per_s": float(np.median([r["requests_per_s"] for r in rows])),
         "p50_ms": float(np.median([r["p50_ms"] for r in rows])),
         "p99_ms": float(np.median([r["p99_ms"] for r in rows])),
+        "server_cpu_us": float(np.median([r["server_cpu_us"] for r in rows])),
         "statuses": statuses,
         "rounds": [r["requests_per_s"] for r in rows],
     }
 
 
 def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int) -> dict:
-    """Ours with metrics and with --no-metrics, both running, batch-1 JSON, in turns; medians."""
+    """Ours with metrics ("on"), with --no-metrics ("off"), and a second server with metrics ("on, again"),
+    batch-1 JSON, in turns. Each round starts all three afresh, so that no server keeps the same cores,
+    memory or luck for every round; a cell is the median of the rounds, and ``paired`` the median of
+    the rounds' own ratios. The overhead is on against off; the control, on against on again, is what
+    two identical servers differ by: a difference under it is not resolved."""
     json1 = {"batch-1 JSON": workloads["batch-1 JSON"]}
-    servers = {}
-    for side, flags in (("on", ()), ("off", ("--no-metrics",))):
-        port = free_port()
-        servers[side] = (start_ours(ckpt, port, *flags), f"http://127.0.0.1:{port}", json1)
-    rows = measure_in_turns(servers, requests, rounds)
+    sides = {"on": (), "off": ("--no-metrics",), "on, again": ()}
+    samples: dict[str, dict[str, list[dict]]] = {side: {} for side in sides}
+    for round_ in range(rounds):
+        names = list(sides)
+        names = names[round_ % 3 :] + names[: round_ % 3]  # who starts first, and goes first, rotates
+        servers = {}
+        for side in names:
+            port = free_port()
+            servers[side] = (start_ours(ckpt, port, *sides[side]), f"http://127.0.0.1:{port}", json1)
+        rows = measure_in_turns(servers, requests, 1)
+        for side, cells in rows.items():
+            for key, row in cells.items():
+                samples[side].setdefault(key, []).append(row)
     out = {}
-    for key in rows["on"]:
-        on, off = rows["on"][key], rows["off"][key]
+    for key in samples["on"]:
+        cells = {side: _median_row(samples[side][key]) for side in sides}
+        rps = {side: [r["requests_per_s"] for r in samples[side][key]] for side in sides}
+        on, off, again = cells["on"], cells["off"], cells["on, again"]
         out[key] = {
             "on": on["requests_per_s"],
             "off": off["requests_per_s"],
+            "on_again": again["requests_per_s"],
             "overhead": 1 - on["requests_per_s"] / off["requests_per_s"],
-            "p99_ms": {"on": on["p99_ms"], "off": off["p99_ms"]},
-            "rounds": {"on": on["rounds"], "off": off["rounds"]},
+            "overhead_paired": 1 - float(np.median(np.divide(rps["on"], rps["off"]))),
+            "control": 1 - on["requests_per_s"] / again["requests_per_s"],
+            "control_paired": 1 - float(np.median(np.divide(rps["on"], rps["on, again"]))),
+            "p99_ms": {"on": on["p99_ms"], "off": off["p99_ms"], "on_again": again["p99_ms"]},
+            "server_cpu_us": {
+                "on": on["server_cpu_us"],
+                "off": off["server_cpu_us"],
+                "on_again": again["server_cpu_us"],
+            },
+            "rounds": rps,
         }
     return out
 
@@ -401,14 +436,21 @@ def format_table(results: dict) -> str:
         ]
     overhead = results.get("metrics_overhead")
     if overhead:
+        when = results.get("dates", {}).get("metrics", results["date"])
         lines.append(
-            "Metrics on against --no-metrics, both running, batch-1 JSON, medians of rounds in turns:"
+            f"{when}: metrics on against --no-metrics, and against a second server with metrics (the "
+            "control: what two identical servers differ by), batch-1 JSON, in turns, the servers started "
+            "afresh each round; medians of rounds, then the median of each round's own ratio:"
         )
         for key, row in overhead.items():
+            cpu = row.get("server_cpu_us", {"on": np.nan, "off": np.nan, "on_again": np.nan})
             lines.append(
-                f"- {key}: {row['on']:,.0f} against {row['off']:,.0f} requests/s, "
-                f"overhead {row['overhead']:+.1%}; p99 {row['p99_ms']['on']:.1f} against "
-                f"{row['p99_ms']['off']:.1f} ms"
+                f"- {key}: on {row['on']:,.0f}, off {row['off']:,.0f}, on again {row['on_again']:,.0f} "
+                f"requests/s; overhead {row['overhead']:+.1%} (paired {row['overhead_paired']:+.1%}), "
+                f"control {row['control']:+.1%} (paired {row['control_paired']:+.1%}); p99 "
+                f"{row['p99_ms']['on']:.1f}, {row['p99_ms']['off']:.1f} and "
+                f"{row['p99_ms']['on_again']:.1f} ms; the server's CPU time a request "
+                f"{cpu['on']:.0f}, {cpu['off']:.0f} and {cpu['on_again']:.0f} us"
             )
         cost = results["metrics_middleware_us"]
         lines.append(f"- the middleware's own cost, measured in one process: {cost:.1f} us a request")
@@ -508,6 +550,17 @@ def main() -> None:
         results["metrics_middleware_us"] = middleware_cost_us()
     if args.soak and "soak" in args.parts:
         results["soak"] = soak(checkpoints["mlp"], scratch, args.soak)
+    if set(args.parts) != {"tables", "metrics", "soak"} and args.out.exists():
+        # a partial run updates its parts, keeping the others' figures and the date they were measured
+        earlier = json.loads(args.out.read_text())
+        dates = {
+            **{part: earlier["date"] for part in ("tables", "metrics", "soak")},
+            **earlier.get("dates", {}),
+            **{part: results["date"] for part in args.parts},
+        }
+        results = {**earlier, **{k: v for k, v in results.items() if k != "date"}, "dates": dates}
+    else:
+        results["dates"] = {part: results["date"] for part in args.parts}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
 
