@@ -287,10 +287,12 @@ def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int) -
     two identical servers differ by: a difference under it is not resolved."""
     json1 = {"batch-1 JSON": workloads["batch-1 JSON"]}
     sides = {"on": (), "off": ("--no-metrics",), "on, again": ()}
+    labels = {"on": "on", "off": "off", "on, again": "on_again"}  # the results' keys
     samples: dict[str, dict[str, list[dict]]] = {side: {} for side in sides}
     for round_ in range(rounds):
         names = list(sides)
-        names = names[round_ % 3 :] + names[: round_ % 3]  # who starts first, and goes first, rotates
+        turn = round_ % len(names)
+        names = names[turn:] + names[:turn]  # who starts first, and goes first, rotates
         servers = {}
         for side in names:
             port = free_port()
@@ -303,20 +305,16 @@ def metrics_overhead(ckpt: Path, workloads: dict, requests: dict, rounds: int) -
     for key in samples["on"]:
         cells = {side: _median_row(samples[side][key]) for side in sides}
         rps = {side: [r["requests_per_s"] for r in samples[side][key]] for side in sides}
-        on, off, again = cells["on"], cells["off"], cells["on, again"]
+        on, off, again = (cells[side]["requests_per_s"] for side in sides)
         out[key] = {
-            "on": on["requests_per_s"],
-            "off": off["requests_per_s"],
-            "on_again": again["requests_per_s"],
-            "overhead": 1 - on["requests_per_s"] / off["requests_per_s"],
+            **{labels[side]: cells[side]["requests_per_s"] for side in sides},
+            "overhead": 1 - on / off,
             "overhead_paired": 1 - float(np.median(np.divide(rps["on"], rps["off"]))),
-            "control": 1 - on["requests_per_s"] / again["requests_per_s"],
+            "control": 1 - on / again,
             "control_paired": 1 - float(np.median(np.divide(rps["on"], rps["on, again"]))),
-            "p99_ms": {"on": on["p99_ms"], "off": off["p99_ms"], "on_again": again["p99_ms"]},
-            "server_cpu_us": {
-                "on": on["server_cpu_us"],
-                "off": off["server_cpu_us"],
-                "on_again": again["server_cpu_us"],
+            **{
+                field: {labels[side]: cells[side][field] for side in sides}
+                for field in ("p99_ms", "server_cpu_us")
             },
             "rounds": rps,
         }
@@ -443,7 +441,7 @@ def format_table(results: dict) -> str:
             "afresh each round; medians of rounds, then the median of each round's own ratio:"
         )
         for key, row in overhead.items():
-            cpu = row.get("server_cpu_us", {"on": np.nan, "off": np.nan, "on_again": np.nan})
+            cpu = row["server_cpu_us"]
             lines.append(
                 f"- {key}: on {row['on']:,.0f}, off {row['off']:,.0f}, on again {row['on_again']:,.0f} "
                 f"requests/s; overhead {row['overhead']:+.1%} (paired {row['overhead_paired']:+.1%}), "
