@@ -2,7 +2,8 @@
 
 Rows: the report's recipe (ours), scikit-learn's MLPClassifier, PyTorch trained with our best recipe,
 our default preset, and the same recipe with a validation set (--preset validation); then our cnn preset
-and PyTorch trained with its recipe on the same network (``--only cnn`` measures just those two). The test set
+and PyTorch trained with its recipe on the same network (``--only cnn`` measures just those two), and the
+same pair for the resnet preset (``--only resnet``). The test set
 only scores; it chooses nothing. The report's recipe trains on its own 45,000 / 15,000 split and keeps
 its best epoch by validation accuracy, as do scikit-learn and --preset validation on the 55,000 / 5,000
 split. The default preset, and PyTorch with its recipe, train on all 60,000 and keep the last epoch.
@@ -163,22 +164,23 @@ def torch_best_recipe(dataset: data.Dataset, seed: int) -> dict:
     return {"test_accuracy": best_test, "val_accuracy": best if len(xv) else None, "seconds": seconds}
 
 
-def torch_cnn_recipe(dataset: data.Dataset, seed: int) -> dict:
-    """The cnn preset's recipe in PyTorch, on the same network (benchmarks/cnn.py builds it in NCHW):
+def torch_cnn_recipe(dataset: data.Dataset, seed: int, preset: str = "cnn") -> dict:
+    """The cnn (or resnet) preset's recipe in PyTorch, on the same network (benchmarks/cnn.py builds
+    it in NCHW, residual blocks included):
     SGD with momentum, the per-step cosine schedule, L2 on weights only (as ours), label smoothing, the
-    same flips and shifts (our augment_batch, on a copy), and learning from the hardest third of each
+    same flips, shifts and erasing (our augment_batch, on a copy), and learning from the hardest third of each
     step's images: autograd back-propagates all 384 rows, the rest with a zero gradient, and batch norm
     takes its statistics from all 384, as ours does. The last epoch, on all 60,000."""
     import torch
 
-    from cnn import _torch_cnn
+    from cnn import torch_network
     from fashion_mlp.data import augment_batch
 
-    config = PRESETS["cnn"]
+    config = PRESETS[preset]
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = _torch_cnn(config.conv, config.hidden_sizes, config.dropout)
+    model = torch_network(config)
     decayed = [p for p in model.parameters() if p.dim() > 1]  # conv and linear weights
     others = [p for p in model.parameters() if p.dim() <= 1]
     optimizer = torch.optim.SGD(
@@ -200,7 +202,7 @@ def torch_cnn_recipe(dataset: data.Dataset, seed: int) -> dict:
         for i in range(0, len(y), scored):
             idx = order[i : i + scored]
             xb = dataset.train.x[idx]
-            augment_batch(xb, rng, config.max_shift)
+            augment_batch(xb, rng, config.max_shift, config.erase)
             optimizer.zero_grad(set_to_none=True)
             losses = loss_fn(model(torch.from_numpy(xb).reshape(-1, 1, 28, 28)), y[idx])
             losses.topk(math.ceil(len(idx) / config.hardest_of)).values.mean().backward()
@@ -242,6 +244,8 @@ def main() -> None:
         "ours, --preset validation": lambda s: ours(held_out, "validation", s),
         "PyTorch, the cnn recipe": lambda s: torch_cnn_recipe(everything, s),
         "ours, --preset cnn": lambda s: ours(everything, "cnn", s),
+        "PyTorch, the resnet recipe": lambda s: torch_cnn_recipe(everything, s, "resnet"),
+        "ours, --preset resnet": lambda s: ours(everything, "resnet", s),
     }
     if args.only:
         rows = {name: run for name, run in rows.items() if args.only in name}
@@ -263,6 +267,7 @@ def main() -> None:
         ("ours, --preset default", "PyTorch, our best recipe"),
         ("ours, --preset default", "PyTorch, our best recipe, hardest third the efficient way"),
         ("ours, --preset cnn", "PyTorch, the cnn recipe"),
+        ("ours, --preset resnet", "PyTorch, the resnet recipe"),
     ]
     for mine, theirs in pairs:
         if mine in results and theirs in results:

@@ -21,15 +21,17 @@ def record(results: dict) -> dict:
     figures: dict = {}
     for name, row in results.get("networks", {}).items():
         figures[name] = {k: row[k] for k in (*MLP_FIGURES, "matmul_gflops") if k in row}
-    if "cnn" in results:
-        figures["cnn"] = {k: results["cnn"][k] for k in CNN_FIGURES if k in results["cnn"]}
-        for batch, row in results["cnn"].get("inference_s", {}).items():
+    for preset in ("cnn", "resnet"):
+        if preset not in results:
+            continue
+        figures[preset] = {k: results[preset][k] for k in CNN_FIGURES if k in results[preset]}
+        for batch, row in results[preset].get("inference_s", {}).items():
             if "onnxruntime" in row:
-                figures["cnn"][f"inference batch {batch} model_vs_onnxruntime"] = (
+                figures[preset][f"inference batch {batch} model_vs_onnxruntime"] = (
                     row["onnxruntime"] / row["model"]
                 )
             if "model_over_products" in row:
-                figures["cnn"][f"inference batch {batch} model_over_products"] = row["model_over_products"]
+                figures[preset][f"inference batch {batch} model_over_products"] = row["model_over_products"]
     for name, batches in results.get("inference", {}).items():
         figures.setdefault(f"inference {name}", {}).update(
             {
@@ -67,8 +69,8 @@ def read(path: Path = HISTORY) -> list[dict]:
 
 def main() -> None:
     runs = read()
-    print("| date | kernel | matmul GFLOP/s | vs PyTorch: 784-128-128-10 | 784-512-512-10 | cnn |")
-    print("|---|---|---|---|---|---|")
+    print("| date | kernel | matmul GFLOP/s | vs PyTorch: 784-128-128-10 | 784-512-512-10 | cnn | resnet |")
+    print("|---|---|---|---|---|---|---|")
     for run in runs:
         kernel = run.get("kernel") or {}
         f = run["figures"]
@@ -80,7 +82,8 @@ def main() -> None:
         print(
             f"| {run['date']} | {kernel.get('architecture', '?')} | {kernel.get('matmul_gflops', 0):.0f} "
             f"| {ratio('784-128-128-10', 'speedup_vs_pytorch')} "
-            f"| {ratio('784-512-512-10', 'speedup_vs_pytorch')} | {ratio('cnn', 'ratio_vs_pytorch')} |"
+            f"| {ratio('784-512-512-10', 'speedup_vs_pytorch')} | {ratio('cnn', 'ratio_vs_pytorch')} "
+            f"| {ratio('resnet', 'ratio_vs_pytorch')} |"
         )
 
 

@@ -1,7 +1,7 @@
 """Side-by-side benchmarks on the real data: `make bench` (writes benchmarks/results.json).
 
-Training throughput of our network, PyTorch's and scikit-learn's at two sizes, and of the cnn
-preset's network against PyTorch's with a profile by phase (benchmarks/cnn.py), (medians of several
+Training throughput of our network, PyTorch's and scikit-learn's at two sizes, and of the cnn and
+resnet presets' networks against PyTorch's with a profile by phase (benchmarks/cnn.py), (medians of several
 epochs, validation excluded, the peers' epochs taken in turn), our FLOP rate against NumPy's own
 matmul, inference time against ONNX Runtime and PyTorch at batch 1, 64 and 10,000
 (benchmarks/inference.py), and the peak memory of a full `fashion-mlp train` run.
@@ -110,7 +110,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="timed epochs per network (median taken)")
     parser.add_argument("--skip-peers", action="store_true", help="measure only our network")
     parser.add_argument("--skip-cnn", action="store_true", help="leave out the cnn preset's network")
-    parser.add_argument("--cnn-epochs", type=int, default=3, help="timed epochs of the CNN (median taken)")
+    parser.add_argument("--skip-resnet", action="store_true", help="leave out the resnet preset's network")
+    parser.add_argument(
+        "--cnn-epochs", type=int, default=3, help="timed epochs of each convolutional network (median taken)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
     parser.add_argument(
         "--no-history", action="store_true", help="do not append this run to benchmarks/history.jsonl"
@@ -171,11 +174,11 @@ def main() -> None:
         }
         results["networks"][name] = row
         print(f"measured {name}", file=sys.stderr)
-    if not args.skip_cnn:
-        results["cnn"] = cnn.measure(
-            data.load(allow_download=False, val_size=0), args.cnn_epochs, not args.skip_peers
+    for preset in [p for p in ("cnn", "resnet") if not getattr(args, f"skip_{p}")]:
+        results[preset] = cnn.measure(
+            data.load(allow_download=False, val_size=0), args.cnn_epochs, not args.skip_peers, preset
         )
-        print("measured the CNN", file=sys.stderr)
+        print(f"measured the {preset} preset's network", file=sys.stderr)
     peers_at_inference = ("ours", "model", "floor")
     if not args.skip_peers:
         peers_at_inference += ("onnxruntime", "pytorch")
@@ -235,13 +238,14 @@ def format_table(results: dict) -> str:
                 f"| {name} | {row['step_ms']:.3f} ms | {row['floor_ms']:.3f} ms | "
                 f"{row['step_over_floor']:.2f}x | {roof} | {row['profiled_step_ms']:.3f} ms | {parts} |"
             )
-    if "cnn" in results:
-        lines += [
-            "",
-            "The cnn preset's network (`benchmarks/cnn.py`):",
-            "",
-            cnn.format_result(results["cnn"]),
-        ]
+    for preset in ("cnn", "resnet"):
+        if preset in results:
+            lines += [
+                "",
+                f"The {preset} preset's network (`benchmarks/cnn.py`):",
+                "",
+                cnn.format_result(results[preset]),
+            ]
     lines += ["", "Inference to probabilities, through both doors (`benchmarks/inference.py`):", ""]
     lines.append(inference.format_table(results["inference"]))
     lines.append("")

@@ -147,14 +147,20 @@ def test_serve_answers_tritonclient_with_a_resnet(resnet_run, small_data):
 
 
 def test_gradcheck_checks_the_resnet_preset(capsys):
-    assert main(["gradcheck", "--preset", "resnet", "--conv", "2", "3", "--hidden", "4", "--batch", "3"]) == 0
+    argv = ["gradcheck", "--preset", "resnet", "--conv", "2", "3", "--blocks", "1", "1", "--hidden", "4"]
+    assert main([*argv, "--batch", "3"]) == 0
     out = capsys.readouterr().out
     assert "conv3x3(2)-pool-res(2)-conv3x3(3)-pool-res(3)-fc4-fc10" in out and "conv6.weight" in out
+    assert main(["gradcheck", "--preset", "resnet", "--conv", "2", "3", "--hidden", "4", "--batch", "3"]) == 0
+    assert "conv3x3(2)-pool-conv3x3(3)-pool-res(3)-fc4-fc10" in capsys.readouterr().out  # the preset's blocks
+    assert main(["gradcheck", "--preset", "resnet", "--conv", "2", "--batch", "3"]) == 2
+    assert "gradcheck: --blocks needs one count per convolution, 1 here" in capsys.readouterr().err
 
 
-def test_the_resnet_preset_is_a_residual_network_with_random_erasing():
+def test_the_resnet_preset_is_the_cnn_preset_with_a_block_after_its_second_convolution():
     preset = PRESETS["resnet"]
-    assert preset.blocks == (1, 1) and preset.conv == (32, 64) and preset.val_size == 0
+    assert preset.blocks == (0, 1) and preset.conv == (32, 64) and preset.val_size == 0
+    assert preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs) == PRESETS["cnn"]
     assert PRESETS["default"].blocks == () and not PRESETS["default"].conv  # the default stays the MLP
 
 

@@ -277,6 +277,9 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     hidden = preset.hidden_sizes if args.hidden is None else tuple(args.hidden)
     conv = preset.conv if args.conv is None else tuple(args.conv)
+    blocks = preset.blocks if args.blocks is None else tuple(args.blocks)
+    if blocks and len(blocks) != len(conv):
+        raise UsageError(f"gradcheck: --blocks needs one count per convolution, {len(conv)} here")
     dropout = preset.dropout if args.dropout is None else args.dropout
     centred = preset.centre_inputs if args.centre_inputs is None else args.centre_inputs
     rng = np.random.default_rng(args.seed)
@@ -290,7 +293,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
             10,
             dropout,
             centred=centred,
-            blocks=preset.blocks,
+            blocks=blocks,
             global_pool=preset.global_pool,
         )
         model = Network(records, 784, rng, dtype=np.float64, input_mean=mean)

@@ -133,6 +133,14 @@ def build_parser() -> Parser:
         help="convolution widths, as train's --conv (default: the preset's; --conv alone: none)",
     )
     p.add_argument(
+        "--blocks",
+        type=_int_in(0, 8),
+        nargs="*",
+        metavar="N",
+        help="residual blocks after each convolution, as train's --blocks, one count per --conv width "
+        "(default: the preset's; --blocks alone: none)",
+    )
+    p.add_argument(
         "--dropout",
         type=_float_in(0.0, 0.99),
         metavar="P",
