@@ -42,10 +42,9 @@ from fashion_mlp.nn import (
     Linear,
     Network,
     Residual,
-    cnn_records,
     softmax_cross_entropy,
 )
-from fashion_mlp.train import build_optimizer, train
+from fashion_mlp.train import build_model, build_optimizer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import torch_epoch_seconds
@@ -77,17 +76,8 @@ def bench_config(preset: str) -> TrainConfig:
 
 
 def bench_network(preset: str, rng: np.random.Generator) -> Network:
-    config = bench_config(preset)
-    records = cnn_records(
-        (28, 28, 1),
-        config.conv,
-        config.hidden_sizes,
-        10,
-        config.dropout,
-        blocks=config.blocks,
-        global_pool=config.global_pool,
-    )
-    return Network(records, 784, rng)
+    """The preset's network, as training builds it."""
+    return build_model(bench_config(preset), rng)
 
 
 def ours_epochs(dataset: Any, preset: str):
@@ -167,7 +157,7 @@ def check_peer_network(preset: str) -> None:
     random, not the identity), it answers 16 images with our probabilities, or this raises."""
     import torch
 
-    from fashion_mlp.nn import BatchNorm
+    from fashion_mlp.nn import BatchNorm, Flatten
 
     rng = np.random.default_rng(3)
     network = bench_network(preset, rng)
@@ -184,7 +174,7 @@ def check_peer_network(preset: str) -> None:
     shape = None  # the map a Flatten turned into rows: (H, W, C), ours channels last, PyTorch's first
     h = np.zeros((1, 784), np.float32)
     for layer in network.layers:
-        if type(layer).__name__ == "Flatten":
+        if isinstance(layer, Flatten):
             shape = h.shape[1:]
         h = layer.forward(h, training=False)
     first_linear = True
