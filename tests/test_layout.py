@@ -125,6 +125,7 @@ def test_every_kind_builds_writes_its_record_back_and_answers_as_it_computes():
         {"kind": "centre"},
         {"kind": "dropout", "rate": 0.1},
         {"kind": "image", "height": 8, "width": 8, "channels": 1},
+        {"kind": "views", "flip": True, "shift": 1},
         {"kind": "conv", "out": 4, "kernel": 3, "bias": True},
         {"kind": "maxpool"},
         {"kind": "batchnorm"},
@@ -137,6 +138,7 @@ def test_every_kind_builds_writes_its_record_back_and_answers_as_it_computes():
         {"kind": "linear", "out": 6, "bias": False},
         {"kind": "batchnorm"},
         {"kind": "relu"},
+        {"kind": "mean_of_views"},
         {"kind": "linear", "out": 3},
     ]
     assert {r["kind"] for r in records} == set(KINDS)

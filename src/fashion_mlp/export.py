@@ -179,6 +179,55 @@ def _image_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
     g.node("Transpose", [], f"layer{i}_to_nchw", perm=[0, 3, 1, 2])  # ONNX convolves NCHW
 
 
+def _views_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
+    """The views of each (N, C, H, W) image, concatenated view-major as nn/views.py orders them: a
+    Slice with step -1 mirrors, a Pad in "edge" mode and a Slice shift, and a Concat."""
+    ints = lambda name, *values: g.constant(f"layer{i}.{name}", np.array(values, np.int64))  # noqa: E731
+    end, s = np.iinfo(np.int64).max, layer.shift
+    bases = [g.x]
+    if layer.flip:
+        g.node(
+            "Slice",
+            [ints("from_last", -1), ints("past_first", -end - 1), ints("w", 3), ints("back", -1)],
+            f"layer{i}_mirror",
+        )
+        bases.append(g.x)
+    views = []
+    if s:  # the constants every base's shifts share
+        pads, hw = ints("pads", 0, 0, s, s, 0, 0, s, s), ints("hw", 2, 3)
+        # Of the padded side, H + 2s, a view keeps [s + d, H + s + d): its end is s - d before the
+        # padded one's (none: to the end).
+        slices = [
+            (
+                ints(f"starts{v}", s + dy, s + dx),
+                ints(f"ends{v}", *(d - s if s > d else end for d in (dy, dx))),
+            )
+            for v, (dy, dx) in enumerate(layer.offsets()[1:])
+        ]
+    for b, base in enumerate(bases):
+        views.append(base)
+        if not s:
+            continue
+        g.x = base
+        g.node("Pad", [pads], f"layer{i}_pad{b}", mode="edge")
+        padded = g.x
+        for v, (starts, ends) in enumerate(slices):
+            g.x = padded
+            g.node("Slice", [starts, ends, hw], f"layer{i}_shift{b}_{v}")
+            views.append(g.x)
+    g.x = views[0]
+    g.node("Concat", views[1:], f"layer{i}_views", axis=0)
+
+
+def _mean_of_views_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
+    """(V·N, F) as (V, N, F), and its mean over the views."""
+    shape = g.constant(f"layer{i}.shape", np.array([layer.n_views, -1, layer.features], np.int64))
+    g.node("Reshape", [shape], f"layer{i}_by_view")
+    g.node(
+        "ReduceMean", [g.constant(f"layer{i}.axes", np.array([0], np.int64))], f"layer{i}_mean", keepdims=0
+    )
+
+
 def _conv_nodes(g: _Graph, layer: Any, i: int, last: bool) -> None:
     weight, bias = g.params(i)
     name, p = layer.name, layer.kernel // 2
@@ -243,6 +292,8 @@ def _nothing(g: _Graph, layer: Any, i: int, last: bool) -> None:
 NODES: dict[str, Callable[[_Graph, Any, int, bool], None]] = {
     "centre": _centre_nodes,
     "image": _image_nodes,
+    "views": _views_nodes,
+    "mean_of_views": _mean_of_views_nodes,
     "conv": _conv_nodes,
     "maxpool": _pool_nodes,
     "residual": _residual_nodes,

@@ -7,7 +7,7 @@ from .dense import INITS, Linear
 from .gradcheck import TOLERANCE, GradientCheck, check_gradients
 from .layer import MAX_WIDTH, Builder, Layer, Parameter, Record
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
-from .network import KINDS, MAX_RECORDS, MLP, Network, cnn_records, mlp_records
+from .network import KINDS, MAX_RECORDS, MLP, VIEWS, Network, cnn_records, mlp_records
 from .norm import CENTRE_MEAN, BatchNorm, Centre
 from .optim import SGD, Adam, Optimizer
 from .plan import Affine, Folding, Plan
@@ -15,6 +15,7 @@ from .pooling import GlobalAvgPool, MaxPool2d
 from .reshape import Flatten, Image
 from .residual import Residual
 from .schedules import SCHEDULES, Schedule
+from .views import MeanOfViews, Views
 
 __all__ = [
     "CENTRE_MEAN",
@@ -26,6 +27,7 @@ __all__ = [
     "SCHEDULES",
     "SGD",
     "TOLERANCE",
+    "VIEWS",
     "Adam",
     "Affine",
     "BatchNorm",
@@ -42,6 +44,7 @@ __all__ = [
     "Layer",
     "Linear",
     "MaxPool2d",
+    "MeanOfViews",
     "Network",
     "Optimizer",
     "Parameter",
@@ -50,6 +53,7 @@ __all__ = [
     "Record",
     "Residual",
     "Schedule",
+    "Views",
     "check_gradients",
     "cnn_records",
     "col2im",

@@ -58,6 +58,7 @@ class Builder:
         self.counts: dict[str, int] = {}
         self.first_weighted = True  # the next weighted layer's input is the data: no input gradient
         self.budget = budget  # most parameters the records may ask for (None: no limit)
+        self.views = 1  # views of each image at inference, from a 'views' record to 'mean_of_views'
 
     def spend(self, n: int) -> None:
         """Count n parameters against the budget before they are allocated."""

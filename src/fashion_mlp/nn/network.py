@@ -31,12 +31,14 @@ from .norm import BatchNorm, Centre
 from .pooling import GlobalAvgPool, MaxPool2d
 from .reshape import Flatten, Image
 from .residual import Residual
+from .views import MeanOfViews, Views
 
 KINDS: dict[str, type[Layer]] = {
     kind.kind: kind
     for kind in (
         Centre,
         Image,
+        Views,
         Conv2d,
         MaxPool2d,
         BatchNorm,
@@ -45,10 +47,12 @@ KINDS: dict[str, type[Layer]] = {
         Residual,
         GlobalAvgPool,
         Flatten,
+        MeanOfViews,
         Linear,
     )
 }
 MAX_RECORDS = 256  # the most layer records a network may have
+VIEWS = {1: (False, 0), 2: (True, 0), 5: (False, 1), 10: (True, 1)}  # cnn_records' views: (flip, shift)
 
 
 def mlp_records(
@@ -106,10 +110,13 @@ def cnn_records(
     centred: bool = False,
     blocks: Sequence[int] = (),
     global_pool: bool = False,
+    views: int = 1,
 ) -> list[Record]:
     """The records of a convolutional network for (height, width, channels) images: after each
     convolution's pooling, ``blocks[i]`` residual blocks at its width (each followed by ReLU; none
-    where ``blocks`` is empty), and the last map averaged (``global_pool``) or flattened."""
+    where ``blocks`` is empty), and the last map averaged (``global_pool``) or flattened. ``views``
+    at inference (views.py): 1, the image alone; 2, and its mirror; 5, and its shifts by a pixel;
+    10, the mirror's too."""
     if blocks and len(blocks) != len(conv):
         raise ValueError(
             f"one count of blocks per convolution: {len(conv)} convolutions, {len(blocks)} counts"
@@ -117,6 +124,11 @@ def cnn_records(
     height, width, channels = image
     records: list[Record] = [{"kind": "centre"}] if centred else []
     records.append({"kind": "image", "height": height, "width": width, "channels": channels})
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {', '.join(map(str, VIEWS))}, got {views}")
+    if views > 1:
+        flip, shift = VIEWS[views]
+        records.append({"kind": "views", "flip": flip, "shift": shift})
     # Each convolution pooled before batch norm and ReLU, which then cost a quarter (see docstring).
     for out, n_blocks in zip(conv, blocks or [0] * len(conv)):
         records += [
@@ -136,6 +148,8 @@ def cnn_records(
         ]
         if dropout > 0:
             records.append({"kind": "dropout", "rate": float(dropout)})
+    if views > 1:
+        records.append({"kind": "mean_of_views"})
     records.append({"kind": "linear", "out": int(n_classes)})
     return records
 
@@ -166,6 +180,8 @@ class Network:
             self.layers.append(KINDS[record["kind"]].build(record, builder))
         if records[-1].get("kind") != "linear":
             raise ValueError("a network must end in a fully connected layer giving the logits")
+        if builder.views != 1:
+            raise ValueError("a 'views' record needs a 'mean_of_views' after it, before the logits")
         for layer, after in zip(self.layers, self.layers[1:]):
             if isinstance(layer, Conv2d) and isinstance(after, MaxPool2d):
                 layer.quarters = True  # its output in the order pooling reads (conv.py's docstring)
