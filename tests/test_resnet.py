@@ -1,6 +1,7 @@
 """A residual network through every door the cnn preset has: train, checkpoint, evaluate, predict,
 plot, report, gradcheck, export (Add and GlobalAveragePool, against onnxruntime), serve, and a run
-killed with SIGKILL and resumed bit for bit; and random erasing."""
+killed with SIGKILL and resumed bit for bit; and random erasing. Like the preset, it answers from ten
+views of each image (nn/views.py)."""
 
 import json
 import os
@@ -21,9 +22,9 @@ from fashion_mlp.nn import Network
 
 RESNET = TrainConfig(
     conv=(8, 16), blocks=(1, 1), hidden_sizes=(32,), epochs=2, batch_size=32, lr=0.05,
-    augment=True, erase=0.5, hardest_of=2, dropout=0.1, val_size=1000,
+    augment=True, erase=0.5, hardest_of=2, dropout=0.1, val_size=1000, views=10,
 )  # fmt: skip
-ARCHITECTURE = "conv3x3(8)-pool-res(8)-conv3x3(16)-pool-res(16)-fc32-fc10"
+ARCHITECTURE = "views10-conv3x3(8)-pool-res(8)-conv3x3(16)-pool-res(16)-fc32-fc10"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_the_onnx_export_of_a_resnet_adds_its_branches_and_agrees_with_onnxrunti
 def test_a_projection_and_global_average_pooling_export_as_conv_add_and_globalaveragepool():
     """The kinds the preset does not use: a block that widens (a 1x1 projection on its skip) and
     global average pooling, with weights and batch norms away from their initial values."""
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     from fashion_mlp.export import to_onnx
 
     records = [
@@ -120,10 +121,15 @@ def test_a_projection_and_global_average_pooling_export_as_conv_add_and_globalav
     graph = to_onnx(network, [str(i) for i in range(10)], data.NORMALISATION)
     ops = [node.op_type for node in graph.graph.node]
     assert ops.count("Conv") == 1 + 4 + 1 and ops.count("GlobalAveragePool") == 1 and ops.count("Add") == 3
+    assert_onnxruntime_agrees(graph, network, rng.uniform(0, 255, (300, 784)).astype(np.float32))
+
+
+def assert_onnxruntime_agrees(graph, network: Network, pixels: np.ndarray) -> None:
+    """onnxruntime on ``graph`` gives ``network``'s probabilities and labels for raw ``pixels``."""
+    ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
-    pixels = rng.uniform(0, 255, (300, 784)).astype(np.float32)
     probabilities, labels = session.run(None, {"pixels": pixels})
-    expected = network.answering(127.5, 127.5).predict_proba(pixels)
+    expected = network.answering(**data.NORMALISATION).predict_proba(pixels)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(labels, expected.argmax(axis=1))
 
@@ -160,7 +166,8 @@ def test_gradcheck_checks_the_resnet_preset(capsys):
 def test_the_resnet_preset_is_the_cnn_preset_with_a_block_after_its_second_convolution():
     preset = PRESETS["resnet"]
     assert preset.blocks == (0, 1) and preset.conv == (32, 64) and preset.val_size == 0
-    assert preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs) == PRESETS["cnn"]
+    assert preset.views == 10  # the image, its shifts by a pixel, and the same of its mirror
+    assert preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs, views=1) == PRESETS["cnn"]
     assert PRESETS["default"].blocks == () and not PRESETS["default"].conv  # the default stays the MLP
 
 

@@ -160,6 +160,7 @@ def build_model(
             centred=config.centre_inputs,
             blocks=config.blocks,
             global_pool=config.global_pool,
+            views=config.views,
         )
         return Network(records, n_inputs, rng, input_mean=mean if config.centre_inputs else None)
     return MLP(

@@ -295,6 +295,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
             centred=centred,
             blocks=blocks,
             global_pool=preset.global_pool,
+            views=preset.views,
         )
         model = Network(records, 784, rng, dtype=np.float64, input_mean=mean)
     else:

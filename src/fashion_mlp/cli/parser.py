@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 from .. import __version__
 from ..config import OPTIMIZERS, PRESETS
 from ..errors import UserError
-from ..nn import INITS, SCHEDULES
+from ..nn import INITS, SCHEDULES, VIEWS
 
 DEBUG_ENV = "FASHION_MLP_DEBUG"
 
@@ -388,6 +388,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "(needs --conv)",
     )
     net.add_argument(
+        "--views",
+        type=int,
+        choices=list(VIEWS),
+        help="test-time augmentation (needs --conv): answer each image as the mean of the logits of "
+        "this many views of it: 1, the image alone; 2, and its mirror; 5, the image and its shifts by "
+        "a pixel right, left, down and up; 10, those and the same of its mirror. It costs as many "
+        "times the inference; training is unchanged",
+    )
+    net.add_argument(
         "--init",
         choices=list(INITS),
         help="weight initialisation: he, small = N(0, 0.01^2) as the report, or glorot (uniform, as "
@@ -542,6 +551,7 @@ CONFIG_FLAGS = (
     "conv",
     "blocks",
     "global_pool",
+    "views",
     "init",
     "epochs",
     "batch_size",
