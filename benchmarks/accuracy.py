@@ -32,6 +32,7 @@ import kernel
 from fashion_mlp import data
 from fashion_mlp.config import PRESETS
 from fashion_mlp.evaluation import evaluate
+from fashion_mlp.nn import VIEWS
 from fashion_mlp.train import input_mean, train
 
 
@@ -208,16 +209,29 @@ def torch_cnn_recipe(dataset: data.Dataset, seed: int, preset: str = "cnn") -> d
             losses.topk(math.ceil(len(idx) / config.hardest_of)).values.mean().backward()
             optimizer.step()
             schedule.step()
-    test = accuracy(model, torch.from_numpy(dataset.test.x).reshape(-1, 1, 28, 28), dataset.test.y)
+    x_test = torch.from_numpy(dataset.test.x).reshape(-1, 1, 28, 28)
+    test = accuracy(model, x_test, dataset.test.y, config.views)
     return {"test_accuracy": test, "val_accuracy": None, "seconds": time.perf_counter() - started}
 
 
-def accuracy(model, x, y: np.ndarray) -> float:
+def accuracy(model, x, y: np.ndarray, views: int = 1) -> float:
+    """The share of ``x`` (N, 1, H, W) labelled ``y``; with ``views``, from the mean of the logits of
+    that many views of each image, as ours answers (nn/views.py): the image and its shifts by a pixel
+    (view[y, x] = image[y + dy, x + dx], the border repeated), then the same of its mirror."""
     import torch
 
+    flip, shift = VIEWS[views]
     model.eval()
     with torch.inference_mode():
-        return float((model(x).argmax(1).numpy() == y).mean())
+        logits = []
+        for image in (x, torch.flip(x, dims=[3])) if flip else (x,):
+            logits.append(model(image))
+            if shift:
+                padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="replicate")
+                h, w = image.shape[2:]
+                for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+                    logits.append(model(padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].contiguous()))
+        return float((torch.stack(logits).mean(0).argmax(1).numpy() == y).mean())
 
 
 def main() -> None:

@@ -354,11 +354,13 @@ def inference_products(network: Network) -> Any:
 
 def inference(preset: str, rounds: int = 5) -> dict[str, dict[str, float]]:
     """{batch: {peer: median seconds a call}} for the network (random weights: the speed depends on
-    the shapes alone), through both doors and ONNX Runtime, after checking that they answer alike."""
+    the shapes alone), through both doors and ONNX Runtime, after checking that they answer alike.
+    The network answers as the preset's checkpoint does: from as many views of each image as the
+    preset takes (nn/views.py; the resnet preset's 10), which the export computes too."""
     from inference import BATCHES, in_turns, onnxruntime_peer
 
     rng = np.random.default_rng(0)
-    network = bench_network(preset, rng)
+    network = build_model(bench_config(preset).replace(views=PRESETS[preset].views), rng)
     for layer in every_layer(network.layers):  # running statistics as training leaves them, not the identity
         if hasattr(layer, "running_var"):
             layer.running_mean[...] = rng.normal(0, 0.5, layer.running_mean.shape)
