@@ -32,7 +32,7 @@ import kernel
 from fashion_mlp import data
 from fashion_mlp.config import PRESETS
 from fashion_mlp.evaluation import evaluate
-from fashion_mlp.nn import VIEWS
+from fashion_mlp.nn import VIEWS, Views
 from fashion_mlp.train import input_mean, train
 
 
@@ -220,17 +220,16 @@ def accuracy(model, x, y: np.ndarray, views: int = 1) -> float:
     (view[y, x] = image[y + dy, x + dx], the border repeated), then the same of its mirror."""
     import torch
 
-    flip, shift = VIEWS[views]
+    flip, s = VIEWS[views]
+    offsets = Views(flip, s).offsets() if views > 1 else [(0, 0)]  # our views' shifts, (0, 0) first
     model.eval()
     with torch.inference_mode():
         logits = []
+        h, w = x.shape[2:]
         for image in (x, torch.flip(x, dims=[3])) if flip else (x,):
-            logits.append(model(image))
-            if shift:
-                padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="replicate")
-                h, w = image.shape[2:]
-                for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-                    logits.append(model(padded[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].contiguous()))
+            padded = torch.nn.functional.pad(image, (s, s, s, s), mode="replicate")
+            for dy, dx in offsets:
+                logits.append(model(padded[:, :, s + dy : s + dy + h, s + dx : s + dx + w].contiguous()))
         return float((torch.stack(logits).mean(0).argmax(1).numpy() == y).mean())
 
 
