@@ -110,3 +110,31 @@ def test_a_corrupt_summary_is_named(small_run, tmp_path, capsys):
     (run_dir / "summary.json").write_text("{not json")
     assert main(["report", str(run_dir)]) == 2
     assert "summary.json: not valid JSON" in capsys.readouterr().err
+
+
+def test_the_figures_take_the_test_logits_training_scored_and_draw_what_the_model_answers(
+    small_data, tmp_path
+):
+    """``train`` hands the figures the logits it scored the test set with, so that a network with
+    ten views does not answer 10,000 images twice; they are the best model's, and the figures drawn
+    from them are the figures drawn from the model."""
+    import numpy as np
+
+    from fashion_mlp import checkpoint, runs
+    from fashion_mlp.config import TrainConfig
+
+    config = TrainConfig(hidden_sizes=(16,), epochs=2, lr=0.1, hardest_of=1)
+    logits: list = []
+    summary = runs.run(config, small_data, tmp_path / "run", test_logits=logits)
+    (scored,) = logits
+    model = checkpoint.load(tmp_path / "run" / "best.npz").model
+    np.testing.assert_array_equal(scored, model.logits(small_data.test.x))
+    assert (scored.argmax(axis=1) == small_data.test.y).mean() == summary["test_accuracy"]
+
+    shutil.copytree(tmp_path / "run", tmp_path / "again")
+    given = figures.draw(tmp_path / "run", small_data.test, scored)["misclassified"]
+    answered = figures.draw(tmp_path / "again", small_data.test)["misclassified"]
+    with Image.open(given) as a, Image.open(answered) as b:
+        assert a.tobytes() == b.tobytes()
+    with pytest.raises(ValueError, match=r"logits of shape \(999, 10\) for 1000 test images"):
+        figures.draw(tmp_path / "run", small_data.test, scored[:999])

@@ -44,7 +44,13 @@ def evaluate(model: Network, x: np.ndarray, y: np.ndarray) -> Evaluation:
     """Mean cross-entropy and accuracy of ``model`` on images ``x`` (N, 784) and labels ``y``."""
     if len(y) == 0:
         raise InvalidValue("cannot evaluate on an empty split")
-    logits = model.logits(x)
+    return scores(model.logits(x), y)
+
+
+def scores(logits: np.ndarray, y: np.ndarray) -> Evaluation:
+    """Mean cross-entropy and accuracy of ``logits`` (N, classes) against labels ``y``."""
+    if len(y) == 0:
+        raise InvalidValue("cannot evaluate on an empty split")
     predicted = logits.argmax(axis=1)
-    confusion = confusion_matrix(y, predicted, model.n_classes)
+    confusion = confusion_matrix(y, predicted, logits.shape[1])
     return Evaluation(cross_entropy(logits, y), float((predicted == y).mean()), confusion)

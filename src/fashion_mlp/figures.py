@@ -11,7 +11,7 @@ from .config import TrainConfig
 from .data import CLASS_NAMES, Split, pixels
 from .errors import MissingFile
 from .evaluation import per_class_scores
-from .nn import Network
+from .nn import Network, softmax
 from .train import build_model, build_schedule, steps_per_epoch
 
 FIGURES = {
@@ -43,8 +43,10 @@ def figure_paths(run_dir: Path) -> dict[str, Path]:
     return {key: Path(run_dir) / "figures" / name for key, name in names.items()}
 
 
-def draw(run_dir: Path, test: Split) -> dict[str, Path]:
-    """Draw every figure of ``run_dir`` from its files and the test split; return their paths."""
+def draw(run_dir: Path, test: Split, logits: np.ndarray | None = None) -> dict[str, Path]:
+    """Draw every figure of ``run_dir`` from its files and the test split; return their paths.
+    ``logits``: its best model's logits on the test split, where they are at hand (``runs.run``
+    gives them); otherwise the model answers the test split again."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MissingFile(f"{run_dir}: no such run directory")
@@ -67,7 +69,9 @@ def draw(run_dir: Path, test: Split) -> dict[str, Path]:
     plots.confusion_matrix(confusion, CLASS_NAMES, paths["confusion"])
     plots.per_class_accuracy(per_class_scores(confusion)[1], CLASS_NAMES, paths["per_class"])
 
-    probabilities = model.predict_proba(test.x)
+    if logits is not None and logits.shape != (len(test.y), model.n_classes):
+        raise ValueError(f"logits of shape {logits.shape} for {len(test.y)} test images")
+    probabilities = model.predict_proba(test.x) if logits is None else softmax(logits)
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != test.y)
     confidence = probabilities[wrong, predicted[wrong]]

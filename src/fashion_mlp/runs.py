@@ -23,7 +23,7 @@ from . import __version__, checkpoint
 from .config import TrainConfig
 from .data import CLASS_NAMES, NORMALISATION, Dataset
 from .errors import InvalidValue, MissingFile, PathTaken
-from .evaluation import evaluate
+from .evaluation import scores
 from .files import atomic_write_bytes, read_json, write_json
 from .train import Callback, EpochRecord, TrainState, train
 
@@ -84,13 +84,19 @@ def run(
     run_dir: Path,
     callbacks: Sequence[Callback] = (),
     state: TrainState | None = None,
+    test_logits: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Train (or continue ``state``), evaluate the best weights on the test set, write summary.json."""
+    """Train (or continue ``state``), evaluate the best weights on the test set, write summary.json.
+    ``test_logits``, a list, is given the test set's logits, so that the figures need not answer
+    the test set again (a network with ten views takes 15 s to)."""
     write_json(run_dir / "config.json", config.to_dict())
     started = time.perf_counter()
     state = train(config, data, [RunWriter(run_dir, data), *callbacks], state)
     wall = time.perf_counter() - started
-    test = evaluate(state.model, data.test.x, data.test.y)
+    logits = state.model.logits(data.test.x)
+    test = scores(logits, data.test.y)
+    if test_logits is not None:
+        test_logits.append(logits)
     best = state.history[state.best_epoch - 1]
     train_seconds = sum(r.seconds for r in state.history)
     summary = {

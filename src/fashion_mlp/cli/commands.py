@@ -52,7 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     dataset = _load_data(args, config.val_size, config.split_seed)
     progress: list[Callback] = [] if args.quiet else [Progress(config, len(dataset.train))]
     print(f"run folder: {run_dir}")
-    summary = runs.run(config, dataset, run_dir, progress, state)
+    test_logits: list[np.ndarray] = []
+    summary = runs.run(config, dataset, run_dir, progress, state, test_logits)
     chosen = (
         f"best epoch {summary['best_epoch']}: val accuracy {summary['val_accuracy']:.4f}"
         if summary["val_accuracy"] is not None
@@ -66,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_plots:
         from .. import figures, report
 
-        figures.draw(run_dir, dataset.test)
+        figures.draw(run_dir, dataset.test, test_logits[0])
         _, page = report.write(run_dir)
         print(f"figures in {run_dir / 'figures'}; report: {page}")
     return 0
