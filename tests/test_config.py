@@ -117,3 +117,24 @@ def test_the_cnn_preset_is_a_convolutional_network_trained_on_everything():
     assert PRESETS["default"].conv == ()  # make train stays the MLP
     assert TrainConfig.from_dict(cnn.to_dict()) == cnn
     assert "conv = [32, 64]" in cnn.to_toml()
+
+
+@pytest.mark.parametrize("init", ["he", "small", "glorot", "uniform"])
+def test_init_draws_a_convolutional_networks_weights_too(init):
+    """``init`` (``--init``) reaches every weighted layer of a convolutional network, the residual
+    blocks' included; until 2026-12-06 a CNN drew He's weights whatever it said."""
+    from fashion_mlp.train import build_model
+
+    config = PRESETS["cnn"].replace(blocks=(0, 1), init=init)
+    model = build_model(config, np.random.default_rng(0))
+    records = [r for r in model.records if r["kind"] in ("conv", "residual", "linear")]
+    assert [r["kind"] for r in records] == ["conv", "conv", "residual", "linear", "linear"]
+    assert {r["init"] for r in records} == {init}
+    conv2 = model.of_kind("conv")[1].weight.value  # 3x3x32 inputs to each output
+    expected = {
+        "he": np.sqrt(2 / 288),
+        "small": 0.01,
+        "glorot": np.sqrt(2 / 864),
+        "uniform": np.sqrt(1 / 864),
+    }
+    assert conv2.std() == pytest.approx(expected[init], rel=0.05)

@@ -161,6 +161,7 @@ def build_model(
             blocks=config.blocks,
             global_pool=config.global_pool,
             views=config.views,
+            init=config.init,
         )
         return Network(records, n_inputs, rng, input_mean=mean if config.centre_inputs else None)
     return MLP(

@@ -283,3 +283,82 @@ def test_relu_in_place_is_the_maximum_with_zero(rng, dtype, shape):
     wider = rng.standard_normal((2, 5000)).astype(dtype)  # the shared zeros grow, and stay zeros
     np.testing.assert_array_equal(relu_(wider.copy()), np.maximum(wider, 0))
     np.testing.assert_array_equal(relu_(-np.ones((3, 5000), dtype)), 0)
+
+
+@pytest.mark.parametrize(
+    "init, std",
+    [
+        ("he", lambda fan_in, fan_out: np.sqrt(2.0 / fan_in)),
+        ("small", lambda fan_in, fan_out: 0.01),
+        ("glorot", lambda fan_in, fan_out: np.sqrt(6.0 / (fan_in + fan_out)) / np.sqrt(3)),
+        ("uniform", lambda fan_in, fan_out: 1.0 / np.sqrt(3 * fan_in)),
+    ],
+)
+def test_every_initialisation_draws_the_spread_it_names_for_rows_and_maps(rng, init, std):
+    """Each of INITS, for a fully connected layer (fan-in: its inputs) and a convolution (fan-in:
+    k·k·C), the blocks' convolutions included: the standard deviation it names, and for the uniform
+    ones the bound, which PyTorch's default (1/sqrt(fan_in)) and scikit-learn's (Glorot) draw."""
+    from fashion_mlp.nn import INITS, Network, initial_weight
+
+    assert INITS == ("he", "small", "glorot", "uniform")
+    linear = Linear(300, 100, rng, init=init)
+    network = Network(
+        [
+            {"kind": "image", "height": 6, "width": 6, "channels": 2},
+            {"kind": "conv", "out": 40, "kernel": 3, "bias": False, "init": init},
+            {"kind": "residual", "out": 48, "init": init},
+            {"kind": "flatten"},
+            {"kind": "linear", "out": 3, "init": init},
+        ],
+        72,
+        rng,
+    )
+    conv, first, second, skip = network.of_kind("conv") + [
+        layer for layer in network.layers[2].layers if layer.kind == "conv"
+    ]
+    drawn = [
+        (linear.weight.value, 300, 100),
+        (conv.weight.value, 18, 360),
+        (first.weight.value, 360, 432),
+        (second.weight.value, 432, 432),
+        (skip.weight.value, 40, 48),
+    ]
+    for weight, fan_in, fan_out in drawn:
+        assert weight.dtype == np.float32
+        assert weight.std() == pytest.approx(std(fan_in, fan_out), rel=0.1), (init, weight.shape)
+        if init in ("glorot", "uniform"):
+            bound = np.sqrt(3) * std(fan_in, fan_out)
+            assert 0.9 * bound < np.abs(weight).max() <= bound
+    assert [r.get("init") for r in network.records if "init" in r] == [init] * 3
+    again = Network(network.records, 72, np.random.default_rng(5))
+    assert again.records == network.records
+    with pytest.raises(
+        ValueError, match="unknown initialisation 'lecun'; choose one of he, small, glorot, uniform"
+    ):
+        initial_weight("lecun", (2, 2), 2, 2, rng)
+
+
+def test_a_record_without_init_is_he_as_before_and_a_bad_one_is_named():
+    """Records written before convolutions took an init (checkpoints of 2026-12-04 to -06) draw
+    He's weights, bit for bit as they did; a wrong init names the kind and the choices."""
+    from fashion_mlp.nn import Network
+
+    image = {"kind": "image", "height": 4, "width": 4, "channels": 1}
+    old = Network(
+        [image, {"kind": "conv", "out": 3, "kernel": 3}, {"kind": "flatten"}, {"kind": "linear", "out": 2}],
+        16,
+    )
+    conv = old.of_kind("conv")[0]
+    expected = np.random.default_rng(0).standard_normal((3, 3, 1, 3)) * np.sqrt(2.0 / 9)
+    np.testing.assert_array_equal(conv.weight.value, expected.astype(np.float32))
+    assert old.records[1]["init"] == "he"
+    for kind, extra in (("conv", {"kernel": 3}), ("residual", {})):
+        records = [
+            image,
+            {"kind": "conv", "out": 2, "kernel": 3},
+            {"kind": kind, "out": 2, "init": "xavier", **extra},
+        ]
+        with pytest.raises(
+            ValueError, match=f"a {kind} layer's init must be one of he, small, glorot, uniform, got 'xavier'"
+        ):
+            Network([*records, {"kind": "flatten"}, {"kind": "linear", "out": 2}], 16)

@@ -225,7 +225,9 @@ def test_an_mlp_is_the_network_of_its_records():
     x = np.random.default_rng(7).uniform(-1, 1, (9, 64)).astype(np.float32)
     np.testing.assert_allclose(mlp.predict_proba(x), network.predict_proba(x), rtol=1e-5, atol=1e-7)
     assert mlp.describe() == network.describe() == "64-16-8-5"
-    with pytest.raises(ValueError, match="init must be one of he, small, glorot, got 'zeros'"):
+    with pytest.raises(
+        ValueError, match="a linear layer's init must be one of he, small, glorot, uniform, got 'zeros'"
+    ):
         Network([{"kind": "linear", "out": 5, "init": "zeros"}], 64)
     deep = MLP([4] * 100 + [2])  # one limit for every network, however made
     assert len(deep.records) == 199

@@ -399,8 +399,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--init",
         choices=list(INITS),
-        help="weight initialisation: he, small = N(0, 0.01^2) as the report, or glorot (uniform, as "
-        "scikit-learn's MLPClassifier)",
+        help="how every weight (fully connected and convolutional) is drawn before training: he = "
+        "N(0, 2/fan_in); small = N(0, 0.01^2) as the report; glorot, uniform in +-sqrt(6/(fan_in + "
+        "fan_out)) as scikit-learn's MLPClassifier; uniform, in +-1/sqrt(fan_in) as PyTorch's layers "
+        "draw by default",
     )
     net.add_argument("--epochs", type=int, help="passes over the training set")
     net.add_argument("--batch-size", type=int, help="images per mini-batch step")

@@ -3,9 +3,9 @@
 from .activations import Dropout, ReLU, relu_
 from .answering import Inference, fold
 from .conv import Conv2d, col2im, im2col
-from .dense import INITS, Linear
+from .dense import Linear
 from .gradcheck import TOLERANCE, GradientCheck, check_gradients
-from .layer import MAX_WIDTH, Builder, Layer, Parameter, Record
+from .layer import INITS, MAX_WIDTH, Builder, Layer, Parameter, Record, initial_weight
 from .losses import cross_entropy, example_losses, log_softmax, softmax, softmax_cross_entropy
 from .network import KINDS, MAX_RECORDS, MLP, VIEWS, Network, cnn_records, mlp_records
 from .norm import CENTRE_MEAN, BatchNorm, Centre
@@ -61,6 +61,7 @@ __all__ = [
     "example_losses",
     "fold",
     "im2col",
+    "initial_weight",
     "log_softmax",
     "mlp_records",
     "relu_",

@@ -48,7 +48,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .halves import batch_rows, halves
-from .layer import Builder, Record, Weighted, flag, positive
+from .layer import Builder, Record, Weighted, flag, init_of, initial_weight, positive
 from .plan import Plan, add_bias
 
 
@@ -116,8 +116,9 @@ class Conv2d(Weighted):
     """A k×k convolution (k odd), stride 1, zero padding of (k-1)/2 so that the output keeps the
     input's height and width. Input (N, H, W, C), output (N, H, W, F).
 
-    The weight is (k, k, C, F), drawn from N(0, 2 / (k·k·C)) (He, for the ReLU that follows), and is
-    used as the (k·k·C, F) matrix of im2col's product. ``bias=False`` where batch norm follows: its
+    The weight is (k, k, C, F), used as the (k·k·C, F) matrix of im2col's product, and drawn as
+    ``init`` says (layer.py's ``initial_weight``, with k·k·C inputs to each output): by default from
+    N(0, 2 / (k·k·C)) (He, for the ReLU that follows). ``bias=False`` where batch norm follows: its
     shift makes a bias redundant.
 
     With one input channel (a grayscale image), the columns are stored transposed, (k·k, pixels),
@@ -125,7 +126,7 @@ class Conv2d(Weighted):
     of the images, which NumPy copies faster than k·k-value patches one pixel at a time (for the
     cnn preset's first convolution, 384 images: 8.4 ms against 13.3, the product included).
 
-    Record: ``{"kind": "conv", "out": F, "kernel": k, "bias": true}``.
+    Record: ``{"kind": "conv", "out": F, "kernel": k, "bias": true, "init": "he"}``.
     """
 
     kind: ClassVar[str] = "conv"
@@ -139,6 +140,7 @@ class Conv2d(Weighted):
         rng: np.random.Generator,
         *,
         bias: bool = True,
+        init: str = "he",
         name: str = "conv",
         dtype: type = np.float32,
         needs_input_grad: bool = True,
@@ -149,8 +151,11 @@ class Conv2d(Weighted):
             raise ValueError(f"channels must be positive, got {in_channels} in and {out_channels} out")
         self.kernel = int(kernel)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        fan_in = kernel * kernel * in_channels
-        weight = rng.standard_normal((kernel, kernel, in_channels, out_channels)) * np.sqrt(2.0 / fan_in)
+        shape = (kernel, kernel, in_channels, out_channels)
+        weight = initial_weight(
+            init, shape, kernel * kernel * in_channels, kernel * kernel * out_channels, rng
+        )
+        self.init = init
         zeros = np.zeros(out_channels, dtype=dtype)
         super().__init__(name, weight.astype(dtype), zeros if bias else None, needs_input_grad)
         # Output (4, N, H/2, W/2, F) in the order 2x2 pooling reads (the module's docstring); the
@@ -164,9 +169,9 @@ class Conv2d(Weighted):
         if len(builder.shape) != 3:
             raise ValueError("a convolution needs images: put an 'image' record first")
         out, kernel, bias = positive(record, "out"), positive(record, "kernel"), flag(record, "bias", True)
-        channels = builder.shape[2]
+        init, channels = init_of(record), builder.shape[2]
         builder.spend(kernel * kernel * channels * out + out)
-        layer = cls(channels, out, kernel, builder.rng, bias=bias, **builder.weighted("conv"))
+        layer = cls(channels, out, kernel, builder.rng, bias=bias, init=init, **builder.weighted("conv"))
         builder.shape = (*builder.shape[:2], out)
         return layer
 
@@ -176,6 +181,7 @@ class Conv2d(Weighted):
             "out": self.out_channels,
             "kernel": self.kernel,
             "bias": self.bias is not None,
+            "init": self.init,
         }
 
     def describe(self) -> str:

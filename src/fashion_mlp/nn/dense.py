@@ -6,19 +6,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from .layer import Builder, Record, Weighted, flag, positive
+from .layer import Builder, Record, Weighted, flag, init_of, initial_weight, positive
 from .plan import Plan
-
-INITS = ("he", "small", "glorot")
 
 
 class Linear(Weighted):
-    """y = x @ W + b with W of shape (in, out). ``init`` draws the starting weights:
-
-    - "he": N(0, 2 / in), suited to the ReLU that follows; biases 0.
-    - "small": N(0, 0.01^2), the initialisation the report's results imply; biases 0.
-    - "glorot": uniform in +-sqrt(6 / (in + out)), weights and biases, as scikit-learn's
-      MLPClassifier draws them.
+    """y = x @ W + b with W of shape (in, out). ``init`` draws the starting weights (one of INITS,
+    layer.py's ``initial_weight``); biases start at 0, except that "glorot" draws them as it draws
+    the weights, as scikit-learn's MLPClassifier does.
 
     Record: ``{"kind": "linear", "out": F, "bias": true, "init": "he"}``.
     """
@@ -38,16 +33,13 @@ class Linear(Weighted):
         dtype: type = np.float32,
         needs_input_grad: bool = True,
     ) -> None:
-        if init not in INITS:
-            raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
-        shape = (in_features, out_features)
+        weight = initial_weight(init, (in_features, out_features), in_features, out_features, rng).astype(
+            dtype
+        )
         if init == "glorot":
             bound = np.sqrt(6.0 / (in_features + out_features))
-            weight = rng.uniform(-bound, bound, shape).astype(dtype)
             initial_bias = rng.uniform(-bound, bound, out_features).astype(dtype)
         else:
-            std = np.sqrt(2.0 / in_features) if init == "he" else 0.01
-            weight = (rng.standard_normal(shape) * std).astype(dtype)
             initial_bias = np.zeros(out_features, dtype=dtype)
         super().__init__(name, weight, initial_bias if bias else None, needs_input_grad)
         self.out_features, self.init = out_features, init
@@ -57,11 +49,7 @@ class Linear(Weighted):
     def build(cls, record: Record, builder: Builder) -> Linear:
         if len(builder.shape) != 1:
             raise ValueError("a fully connected layer needs rows: put a 'flatten' record first")
-        out, bias, init = positive(record, "out"), flag(record, "bias", True), record.get("init", "he")
-        if init not in INITS:
-            raise ValueError(
-                f"a fully connected layer's init must be one of {', '.join(INITS)}, got {init!r}"
-            )
+        out, bias, init = positive(record, "out"), flag(record, "bias", True), init_of(record)
         builder.spend(builder.size * out + out)
         layer = cls(builder.size, out, builder.rng, init=init, bias=bias, **builder.weighted("fc"))
         builder.shape = (out,)

@@ -33,6 +33,44 @@ from .plan import Folding, Plan
 
 Record = dict[str, Any]
 MAX_WIDTH = 16_384  # the widest layer, most channels, biggest kernel or image side a record may ask for
+INITS = ("he", "small", "glorot", "uniform")
+
+
+def initial_weight(
+    init: str, shape: tuple[int, ...], fan_in: int, fan_out: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A weighted layer's starting weight, in float64, for ``fan_in`` inputs to each output (k·k·C
+    for a convolution) and ``fan_out`` outputs from each input:
+
+    - "he": N(0, 2 / fan_in), which keeps the variance of a ReLU network's signal layer after layer
+      (He et al., 2015);
+    - "small": N(0, 0.01^2), the initialisation the report's results imply;
+    - "glorot": uniform in ±sqrt(6 / (fan_in + fan_out)), as scikit-learn's MLPClassifier draws;
+    - "uniform": uniform in ±1 / sqrt(fan_in), what PyTorch's Linear and Conv2d draw unless told
+      (``kaiming_uniform_`` with a = sqrt(5)): a variance of 1 / (3 fan_in), a sixth of He's.
+
+    Where batch norm follows a layer, the scale of its weights does not change what the network
+    computes, only how fast the layer learns: the gradient shrinks as the weights grow, and a step
+    turns them by about lr / |w|^2. Smaller weights learn faster, until L2 and the steps settle their
+    norm, which takes longer than a 30-epoch run (docs/recipe.md).
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
+    if init in ("glorot", "uniform"):
+        bound = np.sqrt(6.0 / (fan_in + fan_out)) if init == "glorot" else 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape)
+    std = np.sqrt(2.0 / fan_in) if init == "he" else 0.01
+    return rng.standard_normal(shape) * std
+
+
+def init_of(record: Record) -> str:
+    """``record["init"]``, one of INITS ("he" where it is absent)."""
+    init = record.get("init", "he")
+    if init not in INITS:
+        raise ValueError(
+            f"a {record.get('kind')} layer's init must be one of {', '.join(INITS)}, got {init!r}"
+        )
+    return init
 
 
 class Parameter:

@@ -25,8 +25,8 @@ import numpy as np
 from .activations import Dropout, ReLU
 from .answering import Inference
 from .conv import Conv2d
-from .dense import INITS, Linear
-from .layer import Builder, Layer, Parameter, Record
+from .dense import Linear
+from .layer import INITS, Builder, Layer, Parameter, Record
 from .norm import BatchNorm, Centre
 from .pooling import GlobalAvgPool, MaxPool2d
 from .reshape import Flatten, Image
@@ -87,7 +87,7 @@ def MLP(
     input_mean: np.ndarray | None = None,
 ) -> Network:
     """A fully connected network, the ``Network`` of ``mlp_records``: ``sizes`` = [inputs,
-    hidden..., classes], e.g. [784, 128, 128, 10]. ``init``: "he" (default), "small" or "glorot"
+    hidden..., classes], e.g. [784, 128, 128, 10]. ``init``: one of INITS, "he" by default
     (see Linear); ``dropout`` follows each hidden layer, ``input_dropout`` drops input pixels;
     ``input_mean`` (a vector of ``sizes[0]``), if given, is subtracted from every input first."""
     if init not in INITS:
@@ -111,12 +111,13 @@ def cnn_records(
     blocks: Sequence[int] = (),
     global_pool: bool = False,
     views: int = 1,
+    init: str = "he",
 ) -> list[Record]:
     """The records of a convolutional network for (height, width, channels) images: after each
     convolution's pooling, ``blocks[i]`` residual blocks at its width (each followed by ReLU; none
     where ``blocks`` is empty), and the last map averaged (``global_pool``) or flattened. ``views``
     at inference (views.py): 1, the image alone; 2, and its mirror; 5, and its shifts by a pixel;
-    10, the mirror's too."""
+    10, the mirror's too. ``init`` draws every weight (layer.py's ``initial_weight``)."""
     if blocks and len(blocks) != len(conv):
         raise ValueError(
             f"one count of blocks per convolution: {len(conv)} convolutions, {len(blocks)} counts"
@@ -132,17 +133,17 @@ def cnn_records(
     # Each convolution pooled before batch norm and ReLU, which then cost a quarter (see docstring).
     for out, n_blocks in zip(conv, blocks or [0] * len(conv)):
         records += [
-            {"kind": "conv", "out": int(out), "kernel": kernel, "bias": False},
+            {"kind": "conv", "out": int(out), "kernel": kernel, "bias": False, "init": init},
             {"kind": "maxpool"},
             {"kind": "batchnorm"},
             {"kind": "relu"},
         ]
         for _ in range(n_blocks):
-            records += [{"kind": "residual", "out": int(out)}, {"kind": "relu"}]
+            records += [{"kind": "residual", "out": int(out), "init": init}, {"kind": "relu"}]
     records.append({"kind": "avgpool"} if global_pool else {"kind": "flatten"})
     for out in hidden:
         records += [
-            {"kind": "linear", "out": int(out), "bias": False},
+            {"kind": "linear", "out": int(out), "bias": False, "init": init},
             {"kind": "batchnorm"},
             {"kind": "relu"},
         ]
@@ -150,7 +151,7 @@ def cnn_records(
             records.append({"kind": "dropout", "rate": float(dropout)})
     if views > 1:
         records.append({"kind": "mean_of_views"})
-    records.append({"kind": "linear", "out": int(n_classes)})
+    records.append({"kind": "linear", "out": int(n_classes), "init": init})
     return records
 
 

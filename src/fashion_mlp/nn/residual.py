@@ -9,7 +9,8 @@ input. Stacked, the blocks give the gradient a path from the loss to the first l
 additions alone. ``docs/conv.ipynb`` shows it: a deep plain stack and the same stack with skips,
 each layer's gradient norm.
 
-**The block**, one record ``{"kind": "residual", "out": F}``, on (N, H, W, C) maps:
+**The block**, one record ``{"kind": "residual", "out": F, "init": "he"}``, on (N, H, W, C) maps
+(``init`` draws its convolutions' weights, as a ``conv`` record's does):
 
     branch:   conv3x3(F) → batch norm → ReLU → conv3x3(F) → batch norm
     shortcut: the input itself where C = F; else conv1x1(F) → batch norm (a projection)
@@ -36,7 +37,7 @@ import numpy as np
 from .activations import ReLU
 from .conv import Conv2d
 from .halves import halves
-from .layer import Builder, Layer, Parameter, Record, positive
+from .layer import Builder, Layer, Parameter, Record, init_of, positive
 from .norm import BatchNorm
 from .plan import Folding, Plan, Step
 
@@ -69,16 +70,18 @@ def run_steps(steps: Sequence[Step], x: np.ndarray) -> np.ndarray:
 class Residual(Layer):
     """branch(x) + shortcut(x), (N, H, W, C) to (N, H, W, F); see the module's docstring.
 
-    Record: ``{"kind": "residual", "out": F}``.
+    Record: ``{"kind": "residual", "out": F, "init": "he"}``.
     """
 
     kind: ClassVar[str] = "residual"
     answer_rows: ClassVar[int] = 128  # its convolutions' columns are nine times its input
 
-    def __init__(self, branch: list[Layer], shortcut: list[Layer], out_channels: int) -> None:
+    def __init__(
+        self, branch: list[Layer], shortcut: list[Layer], out_channels: int, init: str = "he"
+    ) -> None:
         super().__init__()
         self.branch, self.shortcut = branch, shortcut
-        self.out_channels = out_channels
+        self.out_channels, self.init = out_channels, init
 
     @classmethod
     def build(cls, record: Record, builder: Builder) -> Residual:
@@ -86,12 +89,12 @@ class Residual(Layer):
             raise ValueError("a residual block needs images: put an 'image' record first")
         if builder.first_weighted:
             raise ValueError("a residual block cannot be the first weighted layer: put a convolution first")
-        out, channels = positive(record, "out"), builder.shape[2]
+        out, channels, init = positive(record, "out"), builder.shape[2], init_of(record)
         height, width = builder.shape[:2]
 
         def conv(c_in: int, kernel: int, prefix: str) -> Conv2d:
             builder.spend(kernel * kernel * c_in * out)
-            return Conv2d(c_in, out, kernel, builder.rng, bias=False, **builder.weighted(prefix))
+            return Conv2d(c_in, out, kernel, builder.rng, bias=False, init=init, **builder.weighted(prefix))
 
         def norm() -> BatchNorm:
             builder.spend(4 * out)
@@ -100,10 +103,10 @@ class Residual(Layer):
         branch: list[Layer] = [conv(channels, 3, "conv"), norm(), ReLU(), conv(out, 3, "conv"), norm()]
         shortcut: list[Layer] = [] if channels == out else [conv(channels, 1, "skip"), norm()]
         builder.shape = (height, width, out)
-        return cls(branch, shortcut, out)
+        return cls(branch, shortcut, out, init)
 
     def to_record(self) -> Record:
-        return {"kind": self.kind, "out": self.out_channels}
+        return {"kind": self.kind, "out": self.out_channels, "init": self.init}
 
     def describe(self) -> str:
         return f"res({self.out_channels})"
