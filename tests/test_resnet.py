@@ -1,7 +1,7 @@
 """A residual network through every door the cnn preset has: train, checkpoint, evaluate, predict,
 plot, report, gradcheck, export (Add and GlobalAveragePool, against onnxruntime), serve, and a run
 killed with SIGKILL and resumed bit for bit; and random erasing. Like the preset, it answers from ten
-views of each image (nn/views.py)."""
+views of each image (nn/views.py), and draws its weights as PyTorch does (init "uniform")."""
 
 import json
 import os
@@ -22,7 +22,7 @@ from fashion_mlp.nn import Network
 
 RESNET = TrainConfig(
     conv=(8, 16), blocks=(1, 1), hidden_sizes=(32,), epochs=2, batch_size=32, lr=0.05,
-    augment=True, erase=0.5, hardest_of=2, dropout=0.1, val_size=1000, views=10,
+    augment=True, erase=0.5, hardest_of=2, dropout=0.1, val_size=1000, views=10, init="uniform",
 )  # fmt: skip
 ARCHITECTURE = "views10-conv3x3(8)-pool-res(8)-conv3x3(16)-pool-res(16)-fc32-fc10"
 
@@ -39,6 +39,7 @@ def test_a_small_resnet_learns_and_its_checkpoint_records_its_blocks(resnet_run,
     assert isinstance(loaded.model, Network) and loaded.model.describe() == ARCHITECTURE
     kinds = [r["kind"] for r in loaded.meta["architecture"]["layers"]]
     assert kinds.count("residual") == 2
+    assert {r.get("init") for r in loaded.meta["architecture"]["layers"] if "init" in r} == {"uniform"}
     names = set(loaded.model.state_dict())  # each block at its convolution's width: identity skips
     assert "conv6.weight" in names and "bn6.running_var" in names and not any("skip" in n for n in names)
     summary = json.loads((resnet_run / "summary.json").read_text())
@@ -167,7 +168,8 @@ def test_the_resnet_preset_is_the_cnn_preset_with_a_block_after_its_second_convo
     preset = PRESETS["resnet"]
     assert preset.blocks == (0, 1) and preset.conv == (32, 64) and preset.val_size == 0
     assert preset.views == 10  # the image, its shifts by a pixel, and the same of its mirror
-    assert preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs, views=1) == PRESETS["cnn"]
+    assert preset.init == "uniform"  # PyTorch's draw, uniform in +-1/sqrt(fan_in)
+    assert preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs, views=1, init="he") == PRESETS["cnn"]
     assert PRESETS["default"].blocks == () and not PRESETS["default"].conv  # the default stays the MLP
 
 
