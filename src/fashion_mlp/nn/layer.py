@@ -52,7 +52,7 @@ def initial_weight(
     Where batch norm follows a layer, the scale of its weights does not change what the network
     computes, only how fast the layer learns: the gradient shrinks as the weights grow, and a step
     turns them by about lr / |w|^2. Smaller weights learn faster, until L2 and the steps settle their
-    norm, which takes longer than a 30-epoch run (docs/recipe.md).
+    norm, which takes most of a 30-epoch run (docs/recipe.md).
     """
     if init not in INITS:
         raise ValueError(f"unknown initialisation {init!r}; choose one of {', '.join(INITS)}")
