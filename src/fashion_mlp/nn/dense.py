@@ -33,12 +33,10 @@ class Linear(Weighted):
         dtype: type = np.float32,
         needs_input_grad: bool = True,
     ) -> None:
-        weight = initial_weight(init, (in_features, out_features), in_features, out_features, rng).astype(
-            dtype
-        )
-        if init == "glorot":
-            bound = np.sqrt(6.0 / (in_features + out_features))
-            initial_bias = rng.uniform(-bound, bound, out_features).astype(dtype)
+        fans = in_features, out_features
+        weight = initial_weight(init, fans, *fans, rng).astype(dtype)
+        if init == "glorot":  # the biases too, from the weights' distribution
+            initial_bias = initial_weight(init, (out_features,), *fans, rng).astype(dtype)
         else:
             initial_bias = np.zeros(out_features, dtype=dtype)
         super().__init__(name, weight, initial_bias if bias else None, needs_input_grad)
