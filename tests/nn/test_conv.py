@@ -72,6 +72,37 @@ def test_conv2d_forward_is_the_definition(rng, kernel, bias, channels, quarters)
         np.testing.assert_allclose(unquartered(out) if quarters else out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("channels, quarters", LAYOUTS)
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_large_training_batch_is_convolved_in_chunks_as_a_whole_one_is(
+    rng, monkeypatch, channels, quarters, keep
+):
+    """Above WHOLE images, the forward runs CHUNK images at a time (here 3, 3, 3 and a last 1) and
+    keeps no columns: keep_rows or backward make them. The output is the definition's, and the
+    gradients are bit for bit those of the batch convolved whole, with the same rows kept."""
+    from fashion_mlp.nn import conv
+
+    x = rng.standard_normal((10, 6, 4, channels))
+    upstream = rng.standard_normal((10, 6, 4, 2))
+    rows = np.array([1, 4, 5, 9])
+    got = {}
+    for whole, chunk in ((100, 100), (4, 3)):
+        monkeypatch.setattr(conv, "WHOLE", whole)
+        monkeypatch.setattr(conv, "CHUNK", chunk)
+        layer = Conv2d(channels, 2, 3, np.random.default_rng(1), dtype=np.float64)
+        layer.quarters = quarters
+        out = layer.forward(x)
+        expected = direct_convolution(x, layer.weight.value, layer.bias.value)
+        np.testing.assert_allclose(unquartered(out) if quarters else out, expected, rtol=1e-12, atol=1e-12)
+        grad = upstream[rows] if keep else upstream
+        if keep:
+            layer.keep_rows(rows)
+        grad_in = layer.backward(quartered(grad) if quarters else grad)
+        got[chunk] = [grad_in.copy(), layer.weight.grad.copy(), layer.bias.grad.copy()]
+    for chunked, whole in zip(got[3], got[100]):
+        np.testing.assert_array_equal(chunked, whole)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("kernel", [1, 3, 4, 5])
 def test_im2cols_windows_are_numpys_sliding_windows_for_any_array(rng, kernel, stride):
