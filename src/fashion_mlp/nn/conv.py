@@ -334,6 +334,11 @@ class Conv2d(Weighted):
                 np.matmul(patches, matrix, out=out[lo:hi].reshape(-1, f))
         return out
 
+    def _keep_columns_of(self, padded: np.ndarray) -> None:
+        """After a forward in chunks: the columns backward needs, those of ``padded`` images."""
+        self._cols = self._im2col(padded, True, "cols", self.quarters, self._offsets_first)
+        self._padded = None
+
     def _matrix(self) -> np.ndarray:
         return self.weight.value.reshape(-1, self.out_channels)
 
@@ -344,8 +349,7 @@ class Conv2d(Weighted):
 
     def backward(self, grad: np.ndarray) -> np.ndarray | None:
         if self._padded is not None:  # convolved in chunks, every image kept: its columns made now
-            self._cols = self._im2col(self._padded, True, "cols", self.quarters, self._offsets_first)
-            self._padded = None
+            self._keep_columns_of(self._padded)
         assert self._cols is not None, "backward() called before a training forward()"
         k, c, f = self.kernel, self.in_channels, self.out_channels
         if self.quarters:  # grad is (4, N, H/2, W/2, F), in the columns' order
@@ -409,9 +413,7 @@ class Conv2d(Weighted):
 
     def keep_rows(self, rows: np.ndarray) -> None:
         if self._padded is not None:  # convolved in chunks: the kept images' columns made now
-            padded = self._rows("padded_rows", self._padded, rows)
-            self._cols = self._im2col(padded, True, "cols", self.quarters, self._offsets_first)
-            self._padded = None
+            self._keep_columns_of(self._rows("padded_rows", self._padded, rows))
             return
         assert self._cols is not None, "keep_rows() called before a training forward()"
         self._cols = self._rows(
