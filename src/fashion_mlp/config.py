@@ -64,7 +64,7 @@ class TrainConfig:
     augment: bool = False  # random horizontal flips, and shifts of up to max_shift pixels
     max_shift: int = 2
     # Random erasing (Zhong et al., 2017), with augment: each image, with this probability, has a
-    # rectangle of 2-40% of its area, of aspect 0.3-3.3, filled with random pixels. 0: off.
+    # rectangle of 2-40% of its area, of aspect 0.3-3.3, filled with one random shade. 0: off.
     erase: float = 0.0
     label_smoothing: float = 0.05  # train towards (1 - e) * onehot + e / 10
     # Each step scores hardest_of * batch_size images and learns from the batch_size of them with

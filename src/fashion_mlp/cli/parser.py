@@ -446,7 +446,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="P",
         help="with --augment, random erasing: the probability, in [0, 1], that an image has a random "
-        "rectangle (2-40%% of its area) filled with random pixels (0: off)",
+        "rectangle (2-40%% of its area) filled with one random shade (0: off)",
     )
     net.add_argument(
         "--label-smoothing",
