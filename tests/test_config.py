@@ -54,6 +54,8 @@ def test_validation_names_the_setting():
         make_config("best")
     with pytest.raises(ValueError, match="hardest_of must be at least 1"):
         TrainConfig(hardest_of=0)
+    with pytest.raises(ValueError, match="hardest_by must be one of scoring, memory"):
+        TrainConfig(hardest_by="guessing")
 
 
 def test_the_default_trains_on_everything_and_the_validation_preset_holds_5000_out():
@@ -72,6 +74,9 @@ def test_a_recorded_config_without_a_newer_setting_means_what_its_version_did():
     del recorded["hardest_of"]  # as a run or a study recorded it before the setting existed
     assert TrainConfig.from_record(recorded).hardest_of == 1  # every image back-propagated, as then
     assert TrainConfig.from_dict(recorded).hardest_of == 3  # a user's own file gets today's default
+    recorded = PRESETS["resnet"].to_dict()
+    del recorded["hardest_by"]
+    assert TrainConfig.from_record(recorded).hardest_by == "scoring"
     assert TrainConfig.from_record(PRESETS["default"].to_dict()) == PRESETS["default"]
 
 

@@ -41,6 +41,23 @@ def test_hardest_rows_are_those_with_the_highest_loss():
     np.testing.assert_array_equal(train_module.hardest_rows(logits, labels, 0.0, 9), np.arange(5))
 
 
+def test_remembered_rows_are_the_highest_remembered_losses_and_a_quarter_drawn_from_the_rest():
+    remembered = np.array([0.1, np.inf, 0.5, 2.0, 0.2, 0.3, 0.05, 1.0], dtype=np.float32)
+    drawn = set()
+    for seed in range(40):
+        rows = train_module.remembered_rows(remembered, 4, np.random.default_rng(seed))
+        assert len(rows) == 4 and list(rows) == sorted(set(rows))
+        assert {1, 3, 7} <= set(rows)  # the never learned from (inf), then the two highest
+        drawn |= set(rows) - {1, 3, 7}
+    assert drawn == {0, 2, 4, 5, 6}  # the fourth is drawn from all the rest
+    # ties (images never learned from) keep the order given: the epoch's shuffle
+    unseen = np.full(8, np.inf, dtype=np.float32)
+    assert list(train_module.remembered_rows(unseen, 4, np.random.default_rng(0))[:3]) == [0, 1, 2]
+    np.testing.assert_array_equal(
+        train_module.remembered_rows(remembered, 8, np.random.default_rng(0)), range(8)
+    )
+
+
 class Steps(Callback):
     def __init__(self):
         self.losses = []
@@ -148,6 +165,7 @@ class Interrupt(Callback):
         {"centre_inputs": False},
         {"val_size": 0},
         {"hardest_of": 1},
+        {"hardest_by": "memory"},  # the remembered losses too
         {"conv": (4,), "augment": True, "dropout": 0.2},  # a CNN: batch norm's running averages too
         # a residual network, with random erasing's draws from the run's generator
         {"conv": (4,), "blocks": (1,), "augment": True, "erase": 0.5},
@@ -167,6 +185,48 @@ def test_a_resumed_run_equals_an_unbroken_one(small_data, tmp_path, extra):
     b = checkpoint.load(tmp_path / "cut" / "last.npz").model.state_dict()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_learning_from_the_hardest_by_memory_forwards_only_the_batch_it_learns_from(small_data):
+    # 3,000 images offered 3 x 100 at a time: 10 steps an epoch, each forwarding only its 100
+    config = TrainConfig(hidden_sizes=(64,), epochs=6, batch_size=100, lr=0.05, hardest_of=3,
+                         hardest_by="memory", val_size=1_000)  # fmt: skip
+    state = train_module.new_state(config, small_data)
+    forwarded = []
+    forward = state.model.forward
+
+    def counted(x, training=True):
+        forwarded.extend([len(x)] if training else [])
+        return forward(x, training)
+
+    state.model.forward = counted
+    first = train(config.replace(epochs=1), small_data, state=state)
+    assert forwarded == [100] * 10
+    # the 1,000 it learned from are remembered, each by its loss then; the other 2,000 never were
+    assert np.count_nonzero(np.isfinite(first.memory)) == 1_000
+    assert np.all(first.memory[np.isfinite(first.memory)] > 0)
+    state = train(config, small_data, state=first)
+    assert state.step == 60 and forwarded == [100] * 60
+    assert state.best_val_accuracy >= 0.75
+    # the hardest first: images it had not learned from yet, so after three epochs nearly all of them
+    assert np.count_nonzero(np.isfinite(state.memory)) > 2_800
+
+
+def test_a_run_whose_remembered_losses_do_not_fit_its_data_says_so(small_data, tmp_path):
+    config = TrainConfig(hidden_sizes=(32,), epochs=4, lr=0.1, val_size=1_000, hardest_by="memory")
+    with pytest.raises(KeyboardInterrupt):
+        runs.run(config, small_data, tmp_path / "cut", [Interrupt()])
+    last = checkpoint.load(tmp_path / "cut" / "last.npz")
+    assert last.training_arrays["memory"].shape == (len(small_data.train),)
+    for memory, message in [
+        (np.zeros(7, dtype=np.float32), "remembers the losses of 7 training images, and this data has 3,000"),
+        (np.zeros(3_000, dtype=np.float64), r"its remembered losses are float64\(3000,\), not float32"),
+    ]:
+        path = tmp_path / "cut" / "last.npz"
+        checkpoint.save(path, last.model, last.meta, last.optimizer_state, {"memory": memory})
+        with pytest.raises(ValueError, match=message):
+            state = runs.load_state(tmp_path / "cut")
+            runs.run(config, small_data, tmp_path / "cut", state=state)
 
 
 def test_a_run_recorded_before_hardest_of_existed_resumes_learning_from_every_image(small_data, tmp_path):

@@ -18,7 +18,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Checkpoint:
     model: Network
     meta: dict[str, Any]  # format, version, architecture, normalisation, classes, config, metrics, ...
     optimizer_state: dict[str, np.ndarray]
+    training_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # the rest of a run's state
 
     def inference(self) -> Inference:
         """The model ready to answer raw inputs (pixels 0-255), its normalisation folded in: what
@@ -100,14 +101,17 @@ def save(
     model: Network,
     meta: dict[str, Any],
     optimizer_state: dict[str, np.ndarray] | None = None,
+    training_arrays: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write model weights (and optionally optimiser state) with ``meta`` atomically to ``path``.
-    ``meta`` must record the input normalisation (``normalisation_fault``)."""
+    """Write model weights (and optionally optimiser state and the rest of a training state's
+    arrays) with ``meta`` atomically to ``path``. ``meta`` must record the input normalisation
+    (``normalisation_fault``)."""
     fault = normalisation_fault(meta)
     if fault is not None:
         raise InvalidValue(f"the checkpoint's metadata {fault}")
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim/{k}": np.asarray(v) for k, v in (optimizer_state or {}).items()})
+    arrays.update({f"train/{k}": np.asarray(v) for k, v in (training_arrays or {}).items()})
     full_meta = {
         **meta,
         "format": FORMAT,
@@ -144,7 +148,8 @@ def load(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: arrays do not match their recorded checksum (file altered?)")
     network.load_state_dict({k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")})
     optim = {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
-    return Checkpoint(network, meta, optim)
+    training = {k[len("train/") :]: v for k, v in arrays.items() if k.startswith("train/")}
+    return Checkpoint(network, meta, optim, training)
 
 
 def _read_npy(archive: zipfile.ZipFile, member: str, dtype: str, shape: tuple[int, ...] | None) -> np.ndarray:

@@ -19,6 +19,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 OPTIMIZERS = ("sgd", "adam")
+# How a step that learns from the hardest of its images finds them (train.py, ``hardest_by``).
+HARDEST_BY = ("scoring", "memory")
 MAX_CHANNELS, MAX_CONVS = 1024, 2  # a convolution's widest output; convolutions (each pools 2x2)
 MAX_BLOCKS = 8  # residual blocks after each convolution
 
@@ -70,6 +72,11 @@ class TrainConfig:
     # Each step scores hardest_of * batch_size images and learns from the batch_size of them with
     # the highest loss: the backward pass, two thirds of a step's arithmetic, only for those. 1: all.
     hardest_of: int = 3
+    # How a step finds those: "scoring", a forward pass over all hardest_of * batch_size of them;
+    # "memory", each image's loss when a step last learned from it (images never learned from come
+    # first), so that only the batch_size it learns from go forward; a quarter of them are drawn at
+    # random from the rest, so that an image remembered as easy is looked at again.
+    hardest_by: str = "scoring"
     patience: int = 0  # early stopping: epochs without a better validation accuracy; 0 = off
     # Images held out of the 60,000 for validation, which scores every epoch and keeps the best one.
     # 0 trains on all 60,000 and keeps the last epoch: for a recipe already chosen on validation.
@@ -126,6 +133,7 @@ class TrainConfig:
             (0 <= self.max_shift <= 8, "max shift must be between 0 and 8 pixels"),
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (self.hardest_of >= 1, "hardest_of must be at least 1"),
+            (self.hardest_by in HARDEST_BY, f"hardest_by must be one of {', '.join(HARDEST_BY)}"),
             (0 <= self.val_size < N_TRAIN, f"validation size must be between 0 and {N_TRAIN - 1:,}"),
         ]
         for ok, message in checks:
@@ -211,6 +219,7 @@ FIELD_TYPES = {
     "erase": "a number",
     "label_smoothing": "a number",
     "hardest_of": "an integer",
+    "hardest_by": "a string",
     "patience": "an integer",
     "val_size": "an integer",
     "split_seed": "an integer",
@@ -226,6 +235,7 @@ BEFORE_IT_EXISTED: dict[str, Any] = {
     "global_pool": False,
     "erase": 0.0,
     "views": 1,
+    "hardest_by": "scoring",
 }
 
 

@@ -66,7 +66,9 @@ class RunWriter(Callback):
         meta = checkpoint_meta(state, self.data)
         if improved:
             checkpoint.save(self.run_dir / "best.npz", state.model, meta)
-        checkpoint.save(self.run_dir / "last.npz", state.model, meta, state.optimizer.state_dict())
+        checkpoint.save(
+            self.run_dir / "last.npz", state.model, meta, state.optimizer.state_dict(), state.arrays()
+        )
 
 
 def new_run_dir(root: Path, name: str | None) -> Path:
@@ -209,5 +211,10 @@ def _load_state(run_dir: Path) -> TrainState:
     meta = last.meta
     best = checkpoint.load(run_dir / "best.npz")
     return TrainState.restore(
-        meta, last.model, last.optimizer_state, best.model.state_dict(), str(run_dir / "last.npz")
+        meta,
+        last.model,
+        last.optimizer_state,
+        best.model.state_dict(),
+        str(run_dir / "last.npz"),
+        last.training_arrays,
     )

@@ -62,11 +62,18 @@ class TrainState:
     best_epoch: int = 0
     best_state: dict[str, np.ndarray] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
+    # hardest_by "memory": each training image's loss when a step last learned from it (inf: never),
+    # float32, one per image of data.train; None until the first epoch that needs it.
+    memory: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The state's arrays beyond the model's and the optimiser's: a run's last.npz holds them."""
+        return {} if self.memory is None else {"memory": self.memory}
 
     def record(self) -> dict[str, Any]:
         """Everything but the arrays, as JSON: the config, the counters, the generator and the history.
-        With ``model.state_dict()`` and ``optimizer.state_dict()`` it is the whole state: a run's
-        last.npz holds the three, and so does a pickled estimator."""
+        With ``model.state_dict()``, ``optimizer.state_dict()`` and ``arrays()`` it is the whole state:
+        a run's last.npz holds the four, and so does a pickled estimator."""
         return {
             "config": self.config.to_dict(),
             "epoch": self.epoch,
@@ -85,13 +92,19 @@ class TrainState:
         optimizer_state: dict[str, np.ndarray],
         best_state: dict[str, np.ndarray] | None = None,
         source: str = "training state",
+        arrays: dict[str, np.ndarray] | None = None,
     ) -> TrainState:
         """The state ``record()`` described, around ``model`` (already holding its weights): the
-        optimiser takes ``optimizer_state``, and dropout draws from the restored generator, so the
-        run continues exactly as an unbroken one would."""
+        optimiser takes ``optimizer_state``, ``arrays`` are those ``arrays()`` gave, and dropout
+        draws from the restored generator, so the run continues exactly as an unbroken one would."""
         config = TrainConfig.from_record(record["config"], source)
         rng = np.random.default_rng()
         rng.bit_generator.state = record["rng_state"]
+        memory = (arrays or {}).get("memory")
+        if memory is not None and (memory.ndim != 1 or memory.dtype != np.float32):
+            raise InvalidValue(
+                f"{source}: its remembered losses are {memory.dtype}{memory.shape}, not float32"
+            )
         model.draw_from(rng)  # dropout masks continue from the saved generator
         optimizer = build_optimizer(config, model)
         optimizer.load_state_dict(optimizer_state)
@@ -106,6 +119,7 @@ class TrainState:
             best_epoch=record["best_epoch"],
             best_state=model.state_dict() if best_state is None else best_state,
             history=[EpochRecord(**r) for r in record["history"]],
+            memory=memory,
         )
 
 
@@ -263,12 +277,15 @@ def train_epoch(
     # The epoch's loss is the cross-entropy of the true labels over every image scored. A step's own
     # loss is that too, unless label smoothing changes its target or it learns from some rows only.
     scored_apart = config.label_smoothing > 0 or config.hardest_of > 1
+    memory = _memory(state, n) if config.hardest_of > 1 and config.hardest_by == "memory" else None
     order = state.rng.permutation(n) if shuffle else np.arange(n)
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, seen = 0.0, 0, 0
     lr = schedule.lr_at(state.step)  # each step's rate is the schedule's
     started = time.perf_counter()
     for start in range(0, n, scored):
         idx = order[start : start + scored]
+        if memory is not None:  # only the images it learns from go forward
+            idx = idx[remembered_rows(memory[idx], -(-len(idx) // config.hardest_of), state.rng)]
         # A fresh contiguous copy (augmentation may change it); take is faster than x_train[idx]
         # (128 rows of 784: 47 µs against 55).
         xb, yb = x_train.take(idx, axis=0), y_train[idx]
@@ -277,9 +294,12 @@ def train_epoch(
         lr = schedule.lr_at(state.step)
         logits = model.forward(xb)
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        seen += len(idx)
         if scored_apart:
             loss_sum += cross_entropy(logits, yb) * len(idx)
-        if config.hardest_of > 1:
+        if memory is not None:
+            memory[idx] = example_losses(logits, yb, config.label_smoothing)
+        elif config.hardest_of > 1:
             rows = hardest_rows(logits, yb, config.label_smoothing, -(-len(idx) // config.hardest_of))
             model.keep_rows(rows)
             logits, yb = logits[rows], yb[rows]
@@ -298,8 +318,8 @@ def train_epoch(
     val = evaluate(model, data.val.x, data.val.y) if len(data.val) else None
     record = EpochRecord(
         epoch=state.epoch,
-        train_loss=loss_sum / n,
-        train_accuracy=correct / n,
+        train_loss=loss_sum / seen,
+        train_accuracy=correct / seen,
         val_loss=val.loss if val else None,
         val_accuracy=val.accuracy if val else None,
         lr=lr,
@@ -316,6 +336,33 @@ def hardest_rows(logits: np.ndarray, labels: np.ndarray, smoothing: float, k: in
     if k >= len(losses):
         return np.arange(len(losses))
     return np.sort(np.argpartition(losses, len(losses) - k)[-k:])
+
+
+def remembered_rows(remembered: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Of a step's candidates, the k to learn from by their remembered losses, in ascending order:
+    the k - round(k / 4) highest (never learned from, inf, first: ties keep the order given, which is
+    the epoch's shuffle), and round(k / 4) drawn at random from the rest.
+
+    Without the random quarter, an image remembered as easy would never be looked at again, however
+    the network changed; with it, such an image is drawn in one epoch of 4 * hardest_of - 3 on
+    average (each epoch offers it once). Chosen on validation, against none drawn (docs/recipe.md)."""
+    if k >= len(remembered):
+        return np.arange(len(remembered))
+    drawn = round(k / 4)
+    hardest = np.argsort(-remembered, kind="stable")[: k - drawn]
+    rest = np.setdiff1d(np.arange(len(remembered)), hardest)
+    return np.sort(np.concatenate([hardest, rng.choice(rest, drawn, replace=False)]))
+
+
+def _memory(state: TrainState, n: int) -> np.ndarray:
+    """The state's remembered losses, one per training image: a new memory (all inf) if it has none."""
+    if state.memory is None:
+        state.memory = np.full(n, np.inf, dtype=np.float32)
+    if len(state.memory) != n:
+        raise InvalidValue(
+            f"the run remembers the losses of {len(state.memory):,} training images, and this data has {n:,}"
+        )
+    return state.memory
 
 
 def _divergence_message(config: TrainConfig, state: TrainState, loss: float) -> str:

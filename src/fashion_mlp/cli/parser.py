@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .. import __version__
-from ..config import OPTIMIZERS, PRESETS
+from ..config import HARDEST_BY, OPTIMIZERS, PRESETS
 from ..errors import UserError
 from ..nn import INITS, SCHEDULES, VIEWS
 
@@ -461,6 +461,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "with the highest loss (default preset: 3; 1: learn from every image)",
     )
     net.add_argument(
+        "--hardest-by",
+        choices=HARDEST_BY,
+        help="how --hardest-of finds the hardest: scoring, a forward pass over all N batches; memory "
+        "(the resnet preset's), each image's loss when a step last learned from it, so that only the "
+        "batch it learns from goes forward, a quarter of it drawn at random from the rest",
+    )
+    net.add_argument(
         "--patience",
         type=int,
         help="stop after this many epochs without a better validation accuracy (0: never); "
@@ -578,6 +585,7 @@ CONFIG_FLAGS = (
     "erase",
     "label_smoothing",
     "hardest_of",
+    "hardest_by",
     "patience",
     "val_size",
     "split_seed",
