@@ -171,13 +171,15 @@ def torch_cnn_recipe(dataset: data.Dataset, seed: int, preset: str = "cnn") -> d
     SGD with momentum, the per-step cosine schedule, L2 on weights only (as ours), label smoothing, the
     same flips, shifts and erasing (our augment_batch, on a copy), and learning from the hardest third of each
     step's images: autograd back-propagates all 384 rows, the rest with a zero gradient, and batch norm
-    takes its statistics from all 384, as ours does. The last epoch, on all 60,000. Its layers start
+    takes its statistics from all 384, as ours does; by memory (``hardest_by``), it picks the 128 by our
+    ``remembered_rows`` and forwards only those, as ours does. The last epoch, on all 60,000. Its layers start
     as PyTorch draws them, uniform in +-1/sqrt(fan_in), which the resnet preset's ``init = "uniform"``
     draws too (the cnn preset's are He's); only the last layer's bias differs, 0 in ours."""
     import torch
 
     from cnn import torch_network
     from fashion_mlp.data import augment_batch
+    from fashion_mlp.train import remembered_rows
 
     config = PRESETS[preset]
     torch.set_num_threads(2)
@@ -198,17 +200,25 @@ def torch_cnn_recipe(dataset: data.Dataset, seed: int, preset: str = "cnn") -> d
     )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="none")
     y = torch.from_numpy(dataset.train.y)
+    memory = np.full(len(y), np.inf, dtype=np.float32) if config.hardest_by == "memory" else None
     started = time.perf_counter()
     for _ in range(config.epochs):
         model.train()
         order = rng.permutation(len(y))
         for i in range(0, len(y), scored):
             idx = order[i : i + scored]
+            k = math.ceil(len(idx) / config.hardest_of)
+            if memory is not None:
+                idx = idx[remembered_rows(memory[idx], k, rng)]
             xb = dataset.train.x[idx]
             augment_batch(xb, rng, config.max_shift, config.erase)
             optimizer.zero_grad(set_to_none=True)
             losses = loss_fn(model(torch.from_numpy(xb).reshape(-1, 1, 28, 28)), y[idx])
-            losses.topk(math.ceil(len(idx) / config.hardest_of)).values.mean().backward()
+            if memory is not None:
+                memory[idx] = losses.detach().numpy()
+                losses.mean().backward()
+            else:
+                losses.topk(k).values.mean().backward()
             optimizer.step()
             schedule.step()
     x_test = torch.from_numpy(dataset.test.x).reshape(-1, 1, 28, 28)

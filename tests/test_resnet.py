@@ -169,7 +169,9 @@ def test_the_resnet_preset_is_the_cnn_preset_with_a_block_after_its_second_convo
     assert preset.blocks == (0, 1) and preset.conv == (32, 64) and preset.val_size == 0
     assert preset.views == 10  # the image, its shifts by a pixel, and the same of its mirror
     assert preset.init == "uniform"  # PyTorch's draw, uniform in +-1/sqrt(fan_in)
-    assert preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs, views=1, init="he") == PRESETS["cnn"]
+    assert preset.hardest_of == 3 and preset.hardest_by == "memory"  # the hardest third, by remembered loss
+    cnn = preset.replace(blocks=(), epochs=PRESETS["cnn"].epochs, views=1, init="he", hardest_by="scoring")
+    assert cnn == PRESETS["cnn"]
     assert PRESETS["default"].blocks == () and not PRESETS["default"].conv  # the default stays the MLP
 
 
