@@ -274,8 +274,9 @@ def train_epoch(
     config, model, optimizer = state.config, state.model, state.optimizer
     x_train, y_train = data.train.x, data.train.y
     n, scored = len(y_train), config.batch_size * config.hardest_of
-    # The epoch's loss is the cross-entropy of the true labels over every image scored. A step's own
-    # loss is that too, unless label smoothing changes its target or it learns from some rows only.
+    # The epoch's loss is the cross-entropy of the true labels over every image forwarded (by memory,
+    # only those learned from). A step's own loss is that too, unless label smoothing changes its
+    # target or it learns from some rows only.
     scored_apart = config.label_smoothing > 0 or config.hardest_of > 1
     memory = _memory(state, n) if config.hardest_of > 1 and config.hardest_by == "memory" else None
     order = state.rng.permutation(n) if shuffle else np.arange(n)
