@@ -208,7 +208,7 @@ def test_learning_from_the_hardest_by_memory_forwards_only_the_batch_it_learns_f
     state = train(config, small_data, state=first)
     assert state.step == 60 and forwarded == [100] * 60
     assert state.best_val_accuracy >= 0.75
-    # the hardest first: images it had not learned from yet, so after three epochs nearly all of them
+    # the hardest first: images it had not learned from yet, so after six epochs nearly all of them
     assert np.count_nonzero(np.isfinite(state.memory)) > 2_800
 
 

@@ -285,8 +285,9 @@ def train_epoch(
     started = time.perf_counter()
     for start in range(0, n, scored):
         idx = order[start : start + scored]
-        if memory is not None:  # only the images it learns from go forward
-            idx = idx[remembered_rows(memory[idx], -(-len(idx) // config.hardest_of), state.rng)]
+        k = -(-len(idx) // config.hardest_of)  # the images a step learns from
+        if memory is not None:  # only those go forward
+            idx = idx[remembered_rows(memory[idx], k, state.rng)]
         # A fresh contiguous copy (augmentation may change it); take is faster than x_train[idx]
         # (128 rows of 784: 47 µs against 55).
         xb, yb = x_train.take(idx, axis=0), y_train[idx]
@@ -301,7 +302,7 @@ def train_epoch(
         if memory is not None:
             memory[idx] = example_losses(logits, yb, config.label_smoothing)
         elif config.hardest_of > 1:
-            rows = hardest_rows(logits, yb, config.label_smoothing, -(-len(idx) // config.hardest_of))
+            rows = hardest_rows(logits, yb, config.label_smoothing, k)
             model.keep_rows(rows)
             logits, yb = logits[rows], yb[rows]
         loss, dlogits = softmax_cross_entropy(logits, yb, config.label_smoothing)
